@@ -1,0 +1,20 @@
+"""samjax: Segment Anything in JAX/Flax NNX, with exact parity to Meta's PyTorch weights."""
+
+from samjax.build_sam import build_sam, build_sam_from_spec, sam_model_registry
+from samjax.model_spec import SamSpec, get_spec
+from samjax.modeling.sam import Sam
+from samjax.predictor import SamPredictor
+from samjax.weights.torch_pickle import CheckpointError, UnsafeCheckpointError
+
+__all__ = [
+    "CheckpointError",
+    "Sam",
+    "SamPredictor",
+    "SamSpec",
+    "UnsafeCheckpointError",
+    "build_sam",
+    "build_sam_from_spec",
+    "get_spec",
+    "sam_model_registry",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,124 @@
+"""Builds SAM models, Meta-style: ``sam_model_registry["vit_b"](checkpoint=..., image_size=...)``.
+
+``checkpoint`` is a converted samjax folder (``convert_weights/convert_sam.py``) or one of Meta's
+``.pth`` files, read safely without PyTorch. ``image_size=None`` builds the size the checkpoint was
+trained at; another size resizes the position embeddings (``samjax.weights.resize_pos``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from samjax import checkpoint as ckpt
+from samjax.model_spec import SamSpec, get_spec
+from samjax.modeling.image_encoder import ImageEncoderViT
+from samjax.modeling.mask_decoder import MaskDecoder
+from samjax.modeling.prompt_encoder import PromptEncoder
+from samjax.modeling.sam import Sam
+from samjax.modeling.transformer import TwoWayTransformer
+from samjax.params import assign_params, param_shapes
+from samjax.weights import meta_sam
+from samjax.weights.resize_pos import resize_position_embeddings
+from samjax.weights.torch_pickle import CheckpointError, find_state_dict, load_pth
+
+
+def build_sam_from_spec(spec: SamSpec, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32) -> Sam:
+    """A randomly initialized SAM of architecture ``spec`` (``dtype`` is the compute dtype)."""
+    rngs = rngs if rngs is not None else nnx.Rngs(0)
+    grid = spec.grid_size
+    kw = dict(rngs=rngs, dtype=dtype)
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=spec.image_size,
+            patch_size=spec.patch_size,
+            embed_dim=spec.encoder_embed_dim,
+            depth=spec.encoder_depth,
+            num_heads=spec.encoder_num_heads,
+            out_chans=spec.prompt_embed_dim,
+            window_size=spec.window_size,
+            global_attn_indexes=spec.encoder_global_attn_indexes,
+            **kw,
+        ),
+        prompt_encoder=PromptEncoder(
+            spec.prompt_embed_dim, (grid, grid), (spec.image_size, spec.image_size), spec.mask_in_chans, **kw
+        ),
+        mask_decoder=MaskDecoder(
+            transformer_dim=spec.prompt_embed_dim,
+            transformer=TwoWayTransformer(
+                spec.decoder_depth, spec.prompt_embed_dim, spec.decoder_num_heads, spec.decoder_mlp_dim, **kw
+            ),
+            num_multimask_outputs=spec.num_multimask_outputs,
+            iou_head_depth=spec.iou_head_depth,
+            iou_head_hidden_dim=spec.iou_head_hidden_dim,
+            **kw,
+        ),
+    )
+
+
+def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[SamSpec, dict[str, np.ndarray], dict[str, str]]:
+    """Reads a samjax folder or a Meta ``.pth``.
+
+    Returns the spec the checkpoint was trained with, its flat samjax params, and a map from samjax
+    names to the checkpoint's own names (for error messages).
+    """
+    path = os.fspath(checkpoint)
+    if os.path.isdir(path):
+        meta, params = ckpt.load_sam(path)
+        spec = get_spec(meta["model_type"]).replace(image_size=int(meta["image_size"]))
+        return spec, params, {}
+    state_dict = find_state_dict(load_pth(path), path)
+    spec = meta_sam.detect_spec(state_dict)
+    params = meta_sam.from_meta(state_dict, spec)
+    return spec, params, {r.samjax: r.meta for r in meta_sam.name_table(spec)}
+
+
+def build_sam(
+    model_type: str,
+    checkpoint: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    *,
+    dtype=jnp.float32,
+    seed: int = 0,
+) -> Sam:
+    """Builds ``model_type`` and loads ``checkpoint`` into it (random weights without one).
+
+    Raises:
+      CheckpointError: the checkpoint is unreadable, unsafe, or of another model type.
+    """
+    spec = get_spec(model_type)
+    if checkpoint is None:
+        if image_size is not None:
+            spec = spec.replace(image_size=int(image_size))
+        return build_sam_from_spec(spec, rngs=nnx.Rngs(seed), dtype=dtype)
+
+    ckpt_spec, params, names = read_checkpoint(checkpoint)
+    if ckpt_spec.name != spec.name:
+        raise CheckpointError(
+            f"{os.fspath(checkpoint)} holds SAM {ckpt_spec.name}, not {spec.name}; "
+            f"use sam_model_registry[{ckpt_spec.name!r}]"
+        )
+    spec = ckpt_spec if image_size is None else ckpt_spec.replace(image_size=int(image_size))
+    if spec.image_size % spec.patch_size:
+        raise ValueError(f"image_size {spec.image_size} must be a multiple of {spec.patch_size}")
+    model = nnx.eval_shape(lambda: build_sam_from_spec(spec, rngs=nnx.Rngs(seed), dtype=dtype))
+    shapes = param_shapes(model)
+    params = resize_position_embeddings(params, shapes)
+    assign_params(model, params, describe=lambda n: names.get(n, n), source=os.fspath(checkpoint))
+    return model
+
+
+def _registry_entry(model_type: str):
+    @functools.wraps(build_sam)
+    def build(checkpoint=None, image_size=None, **kwargs) -> Sam:
+        return build_sam(model_type, checkpoint, image_size, **kwargs)
+
+    build.__doc__ = f"Builds SAM {model_type} (see :func:`build_sam`)."
+    return build
+
+
+sam_model_registry = {name: _registry_entry(name) for name in ("default", "vit_h", "vit_l", "vit_b")}

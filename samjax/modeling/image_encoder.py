@@ -1,0 +1,284 @@
+"""SAM's image encoder: a ViT with windowed and global attention, relative positions and a neck.
+
+Follows ``ImageEncoderViT`` of Meta's ``segment_anything`` block for block, channels-last:
+patch embedding (16x16 conv) -> absolute position embedding -> ``depth`` transformer blocks
+(14x14 windowed attention except at ``global_attn_indexes``), each attention with decomposed
+relative-position terms -> neck (1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d) to 256 channels.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from samjax.modeling.common import (
+    Dtype,
+    MLPBlock,
+    default_kernel_init,
+    dense,
+    layer_norm,
+    layer_norm_2d,
+    with_axes,
+    zeros_init,
+)
+
+ENCODER_NORM_EPS = 1e-6
+
+
+def get_rel_pos(q_size: int, k_size: int, rel_pos: jax.Array) -> jax.Array:
+    """Relative-position embeddings for every (query, key) pair along one axis.
+
+    Args:
+      q_size, k_size: number of query and key positions along the axis.
+      rel_pos: ``(2 * max(q_size, k_size) - 1, head_dim)``; weights of another length must be
+        resized before loading (``samjax.weights.resize``), so nothing is interpolated here.
+
+    Returns:
+      ``(q_size, k_size, head_dim)``.
+    """
+    max_rel_dist = 2 * max(q_size, k_size) - 1
+    if rel_pos.shape[0] != max_rel_dist:
+        raise ValueError(
+            f"relative position table has {rel_pos.shape[0]} rows, expected {max_rel_dist} for "
+            f"{q_size}x{k_size} positions; resize the checkpoint to this image size first"
+        )
+    q_coords = jnp.arange(q_size)[:, None] * max(k_size / q_size, 1.0)
+    k_coords = jnp.arange(k_size)[None, :] * max(q_size / k_size, 1.0)
+    relative = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
+    return rel_pos[relative.astype(jnp.int32)]
+
+
+def add_decomposed_rel_pos(
+    attn: jax.Array,
+    q: jax.Array,
+    rel_pos_h: jax.Array,
+    rel_pos_w: jax.Array,
+    q_size: tuple[int, int],
+    k_size: tuple[int, int],
+) -> jax.Array:
+    """Adds MViTv2's decomposed relative positions to attention logits.
+
+    Args:
+      attn: ``(B, heads, q_h*q_w, k_h*k_w)`` logits.
+      q: ``(B, heads, q_h*q_w, head_dim)`` queries, *unscaled* (as Meta's code uses them).
+    """
+    (q_h, q_w), (k_h, k_w) = q_size, k_size
+    rh = get_rel_pos(q_h, k_h, rel_pos_h)
+    rw = get_rel_pos(q_w, k_w, rel_pos_w)
+    b, n, _, dim = q.shape
+    r_q = q.reshape(b, n, q_h, q_w, dim)
+    rel_h = jnp.einsum("bnhwc,hkc->bnhwk", r_q, rh.astype(q.dtype))
+    rel_w = jnp.einsum("bnhwc,wkc->bnhwk", r_q, rw.astype(q.dtype))
+    attn = attn.reshape(b, n, q_h, q_w, k_h, k_w)
+    attn = attn + rel_h[..., :, None] + rel_w[..., None, :]
+    return attn.reshape(b, n, q_h * q_w, k_h * k_w)
+
+
+class Attention(nnx.Module):
+    """Multi-head self-attention over a 2D grid with decomposed relative positions.
+
+    Args:
+      dim: channels.
+      num_heads: attention heads.
+      input_size: the ``(H, W)`` grid the attention sees (the window for windowed blocks); sizes the
+        relative-position tables ``(2H-1, head_dim)`` and ``(2W-1, head_dim)``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        input_size: tuple[int, int],
+        *,
+        qkv_bias: bool = True,
+        use_rel_pos: bool = True,
+        rngs: nnx.Rngs,
+        dtype: Dtype = jnp.float32,
+    ):
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.dtype = dtype
+        self.qkv = dense(dim, 3 * dim, ("embed", "heads"), rngs=rngs, dtype=dtype, use_bias=qkv_bias)
+        self.proj = dense(dim, dim, ("heads", "embed"), rngs=rngs, dtype=dtype)
+        self.use_rel_pos = use_rel_pos
+        if use_rel_pos:
+            init = with_axes(zeros_init, (None, None))
+            self.rel_pos_h = nnx.Param(init(rngs.params(), (2 * input_size[0] - 1, self.head_dim)))
+            self.rel_pos_w = nnx.Param(init(rngs.params(), (2 * input_size[1] - 1, self.head_dim)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``(B, H, W, dim)`` -> ``(B, H, W, dim)``."""
+        b, h, w, _ = x.shape
+        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, self.head_dim)
+        q, k, v = jnp.moveaxis(qkv, 2, 0).transpose(0, 1, 3, 2, 4)  # each (B, heads, HW, head_dim)
+        attn = jnp.einsum("bnqd,bnkd->bnqk", q * self.scale, k)
+        if self.use_rel_pos:
+            attn = add_decomposed_rel_pos(
+                attn, q, self.rel_pos_h[...], self.rel_pos_w[...], (h, w), (h, w)
+            )
+        attn = jax.nn.softmax(attn.astype(jnp.float32), axis=-1).astype(v.dtype)
+        out = jnp.einsum("bnqk,bnkd->bqnd", attn, v).reshape(b, h, w, -1)
+        return self.proj(out)
+
+
+def window_partition(x: jax.Array, window_size: int) -> tuple[jax.Array, tuple[int, int]]:
+    """Zero-pads ``(B, H, W, C)`` to multiples of ``window_size`` and cuts it into windows.
+
+    Returns windows ``(B * num_windows, window_size, window_size, C)`` and the padded ``(Hp, Wp)``.
+    """
+    b, h, w, c = x.shape
+    pad_h = (window_size - h % window_size) % window_size
+    pad_w = (window_size - w % window_size) % window_size
+    if pad_h or pad_w:
+        x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.reshape(b, hp // window_size, window_size, wp // window_size, window_size, c)
+    windows = x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, c)
+    return windows, (hp, wp)
+
+
+def window_unpartition(
+    windows: jax.Array, window_size: int, pad_hw: tuple[int, int], hw: tuple[int, int]
+) -> jax.Array:
+    """Inverse of :func:`window_partition`: stitches windows back and drops the padding."""
+    (hp, wp), (h, w) = pad_hw, hw
+    b = windows.shape[0] // (hp * wp // window_size // window_size)
+    x = windows.reshape(b, hp // window_size, wp // window_size, window_size, window_size, -1)
+    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    return x[:, :h, :w, :]
+
+
+class Block(nnx.Module):
+    """A pre-norm transformer block with windowed (``window_size > 0``) or global attention."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        input_size: tuple[int, int],
+        *,
+        window_size: int = 0,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        use_rel_pos: bool = True,
+        rngs: nnx.Rngs,
+        dtype: Dtype = jnp.float32,
+    ):
+        self.window_size = window_size
+        self.norm1 = layer_norm(dim, ENCODER_NORM_EPS, rngs=rngs, dtype=dtype)
+        attn_size = input_size if window_size == 0 else (window_size, window_size)
+        self.attn = Attention(
+            dim, num_heads, attn_size, qkv_bias=qkv_bias, use_rel_pos=use_rel_pos, rngs=rngs, dtype=dtype
+        )
+        self.norm2 = layer_norm(dim, ENCODER_NORM_EPS, rngs=rngs, dtype=dtype)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), rngs=rngs, dtype=dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            h, w = x.shape[1], x.shape[2]
+            x, pad_hw = window_partition(x, self.window_size)
+            x = self.attn(x)
+            x = window_unpartition(x, self.window_size, pad_hw, (h, w))
+        else:
+            x = self.attn(x)
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+class ImageEncoderViT(nnx.Module):
+    """SAM's ViT image encoder.
+
+    Args:
+      img_size: side of the square, padded input image (1024 for Meta's checkpoints).
+      patch_size: patch side (16).
+      embed_dim, depth, num_heads: ViT width, number of blocks and heads.
+      out_chans: channels of the image embedding (256).
+      window_size: side of the attention windows (14).
+      global_attn_indexes: blocks with global attention.
+
+    Input ``(B, img_size, img_size, 3)`` normalized pixels; output ``(B, img_size/16, img_size/16, out_chans)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        img_size: int = 1024,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        out_chans: int = 256,
+        qkv_bias: bool = True,
+        use_abs_pos: bool = True,
+        use_rel_pos: bool = True,
+        window_size: int = 14,
+        global_attn_indexes: Sequence[int] = (),
+        rngs: nnx.Rngs,
+        dtype: Dtype = jnp.float32,
+    ):
+        if img_size % patch_size:
+            raise ValueError(f"img_size {img_size} must be a multiple of patch_size {patch_size}")
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.dtype = dtype
+        grid = img_size // patch_size
+        self.patch_embed = nnx.Conv(
+            in_chans,
+            embed_dim,
+            kernel_size=(patch_size, patch_size),
+            strides=(patch_size, patch_size),
+            padding="VALID",
+            dtype=dtype,
+            kernel_init=with_axes(default_kernel_init, (None, None, None, "embed")),
+            bias_init=with_axes(zeros_init, ("embed",)),
+            rngs=rngs,
+        )
+        if use_abs_pos:
+            init = with_axes(zeros_init, (None, None, None, "embed"))
+            self.pos_embed = nnx.Param(init(rngs.params(), (1, grid, grid, embed_dim)))
+        else:
+            self.pos_embed = None
+        self.blocks = nnx.List(
+            [
+                Block(
+                    embed_dim,
+                    num_heads,
+                    (grid, grid),
+                    window_size=0 if i in global_attn_indexes else window_size,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    use_rel_pos=use_rel_pos,
+                    rngs=rngs,
+                    dtype=dtype,
+                )
+                for i in range(depth)
+            ]
+        )
+        conv = dict(use_bias=False, dtype=dtype, rngs=rngs)
+        self.neck_conv1 = nnx.Conv(
+            embed_dim, out_chans, kernel_size=(1, 1),
+            kernel_init=with_axes(default_kernel_init, (None, None, "embed", None)), **conv
+        )
+        self.neck_norm1 = layer_norm_2d(out_chans, rngs=rngs, dtype=dtype)
+        self.neck_conv2 = nnx.Conv(
+            out_chans, out_chans, kernel_size=(3, 3), padding=((1, 1), (1, 1)),
+            kernel_init=with_axes(default_kernel_init, (None, None, None, None)), **conv
+        )
+        self.neck_norm2 = layer_norm_2d(out_chans, rngs=rngs, dtype=dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.patch_embed(x.astype(self.dtype))
+        if self.pos_embed is not None:
+            x = x + self.pos_embed[...].astype(x.dtype)
+        for block in self.blocks:
+            x = block(x)
+        x = self.neck_norm1(self.neck_conv1(x))
+        return self.neck_norm2(self.neck_conv2(x))

@@ -1,0 +1,88 @@
+"""The Segment Anything model: image encoder + prompt encoder + mask decoder, with pre/post-processing.
+
+Images are channels-last ``(B, H, W, 3)`` RGB; masks are ``(B, M, H, W)`` as in Meta's code.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from samjax.modeling.image_encoder import ImageEncoderViT
+from samjax.modeling.mask_decoder import MaskDecoder
+from samjax.modeling.prompt_encoder import PromptEncoder
+from samjax.resize import resize_2d
+
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class Sam(nnx.Module):
+    """SAM: predicts object masks from an image and prompts.
+
+    Args:
+      image_encoder: backbone giving the ``(B, h, w, 256)`` image embedding.
+      prompt_encoder: encodes points, boxes and masks.
+      mask_decoder: predicts masks from the two.
+      pixel_mean, pixel_std: normalization of the 0-255 RGB input.
+    """
+
+    mask_threshold: float = 0.0
+    image_format: str = "RGB"
+
+    def __init__(
+        self,
+        image_encoder: ImageEncoderViT,
+        prompt_encoder: PromptEncoder,
+        mask_decoder: MaskDecoder,
+        pixel_mean: tuple[float, float, float] = PIXEL_MEAN,
+        pixel_std: tuple[float, float, float] = PIXEL_STD,
+    ):
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        self.pixel_mean = tuple(float(v) for v in pixel_mean)
+        self.pixel_std = tuple(float(v) for v in pixel_std)
+
+    @property
+    def img_size(self) -> int:
+        return self.image_encoder.img_size
+
+    def preprocess(self, x: jax.Array) -> jax.Array:
+        """Normalizes ``(B, h, w, 3)`` 0-255 pixels and zero-pads bottom-right to ``img_size``."""
+        x = (x.astype(jnp.float32) - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
+        h, w = x.shape[1:3]
+        if h > self.img_size or w > self.img_size:
+            raise ValueError(f"image {h}x{w} is larger than the model input {self.img_size}; resize it first")
+        return jnp.pad(x, ((0, 0), (0, self.img_size - h), (0, self.img_size - w), (0, 0)))
+
+    def postprocess_masks(
+        self, masks: jax.Array, input_size: tuple[int, int], original_size: tuple[int, int]
+    ) -> jax.Array:
+        """Upscales low-resolution mask logits ``(B, M, h, w)`` to ``(B, M, *original_size)``.
+
+        As Meta: bilinear to the padded input size, crop the padding, bilinear to the original size.
+        """
+        masks = resize_2d(masks, (self.img_size, self.img_size), axes=(-2, -1))
+        masks = masks[..., : input_size[0], : input_size[1]]
+        return resize_2d(masks, tuple(original_size), axes=(-2, -1))
+
+    def __call__(
+        self,
+        images: jax.Array,
+        points: tuple[jax.Array, jax.Array] | None = None,
+        boxes: jax.Array | None = None,
+        mask_inputs: jax.Array | None = None,
+        multimask_output: bool = False,
+    ) -> tuple[jax.Array, jax.Array]:
+        """End-to-end on preprocessed ``(B, img_size, img_size, 3)`` images, one prompt set per image.
+
+        Returns low-resolution mask logits ``(B, M, h*4, w*4)`` and IoU predictions ``(B, M)``.
+        """
+        embeddings = self.image_encoder(images)
+        sparse, sparse_mask, dense = self.prompt_encoder(points, boxes, mask_inputs)
+        return self.mask_decoder(
+            embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output, sparse_mask
+        )
+

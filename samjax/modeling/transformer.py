@@ -1,0 +1,176 @@
+"""SAM's two-way transformer: prompt tokens and image embedding attend to each other.
+
+Follows Meta's ``TwoWayTransformer``. Each block runs (1) self-attention of the tokens, (2) tokens
+attending to the image, (3) an MLP on the tokens, (4) the image attending to the tokens; a final
+token-to-image attention follows the blocks. Positional encodings are re-added to queries and keys
+at every attention. LayerNorms use PyTorch's default eps 1e-5 here (not the encoder's 1e-6).
+
+``token_mask`` (B, N) marks real tokens; padded tokens are excluded as keys wherever tokens are keys,
+so a padded prompt batch gives the same result as the unpadded one.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from samjax.modeling.common import Dtype, MLPBlock, dense, layer_norm
+
+DECODER_NORM_EPS = 1e-5
+
+
+class Attention(nnx.Module):
+    """Multi-head attention whose q/k/v projections may shrink the width by ``downsample_rate``."""
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        downsample_rate: int = 1,
+        *,
+        rngs: nnx.Rngs,
+        dtype: Dtype = jnp.float32,
+    ):
+        internal_dim = embedding_dim // downsample_rate
+        if internal_dim % num_heads:
+            raise ValueError(f"num_heads {num_heads} must divide embedding_dim // downsample_rate = {internal_dim}")
+        self.num_heads = num_heads
+        kw = dict(rngs=rngs, dtype=dtype)
+        self.q_proj = dense(embedding_dim, internal_dim, ("embed", "heads"), **kw)
+        self.k_proj = dense(embedding_dim, internal_dim, ("embed", "heads"), **kw)
+        self.v_proj = dense(embedding_dim, internal_dim, ("embed", "heads"), **kw)
+        self.out_proj = dense(internal_dim, embedding_dim, ("heads", "embed"), **kw)
+
+    def _separate_heads(self, x: jax.Array) -> jax.Array:
+        b, n, c = x.shape
+        return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(0, 2, 1, 3)
+
+    def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
+        """``q (B, Nq, C)``, ``k, v (B, Nk, C)``, ``key_mask (B, Nk)`` -> ``(B, Nq, C)``."""
+        q = self._separate_heads(self.q_proj(q))
+        k = self._separate_heads(self.k_proj(k))
+        v = self._separate_heads(self.v_proj(v))
+        logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) / jnp.sqrt(jnp.asarray(q.shape[-1], q.dtype))
+        logits = logits.astype(jnp.float32)
+        if key_mask is not None:
+            logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
+        attn = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bhqk,bhkd->bqhd", attn, v)
+        return self.out_proj(out.reshape(out.shape[0], out.shape[1], -1))
+
+
+class TwoWayAttentionBlock(nnx.Module):
+    """One block of the two-way transformer (sparse tokens <-> dense image tokens).
+
+    Args:
+      skip_first_layer_pe: the first block's self-attention neither adds the positional encoding
+        nor keeps a residual (Meta's behaviour).
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int = 2048,
+        attention_downsample_rate: int = 2,
+        skip_first_layer_pe: bool = False,
+        *,
+        rngs: nnx.Rngs,
+        dtype: Dtype = jnp.float32,
+    ):
+        kw = dict(rngs=rngs, dtype=dtype)
+        self.self_attn = Attention(embedding_dim, num_heads, **kw)
+        self.norm1 = layer_norm(embedding_dim, DECODER_NORM_EPS, **kw)
+        self.cross_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate, **kw)
+        self.norm2 = layer_norm(embedding_dim, DECODER_NORM_EPS, **kw)
+        self.mlp = MLPBlock(embedding_dim, mlp_dim, jax.nn.relu, **kw)
+        self.norm3 = layer_norm(embedding_dim, DECODER_NORM_EPS, **kw)
+        self.norm4 = layer_norm(embedding_dim, DECODER_NORM_EPS, **kw)
+        self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate, **kw)
+        self.skip_first_layer_pe = skip_first_layer_pe
+
+    def __call__(
+        self,
+        queries: jax.Array,
+        keys: jax.Array,
+        query_pe: jax.Array,
+        key_pe: jax.Array,
+        token_mask: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        if self.skip_first_layer_pe:
+            queries = self.self_attn(queries, queries, queries, token_mask)
+        else:
+            q = queries + query_pe
+            queries = queries + self.self_attn(q, q, queries, token_mask)
+        queries = self.norm1(queries)
+
+        q, k = queries + query_pe, keys + key_pe
+        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        queries = self.norm3(queries + self.mlp(queries))
+
+        q, k = queries + query_pe, keys + key_pe
+        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries, token_mask))
+        return queries, keys
+
+
+class TwoWayTransformer(nnx.Module):
+    """``depth`` two-way blocks and a final token-to-image attention.
+
+    Args:
+      depth: number of blocks (2 in SAM).
+      embedding_dim: channel width (256).
+      num_heads: attention heads (8).
+      mlp_dim: hidden width of the token MLP (2048).
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        embedding_dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        attention_downsample_rate: int = 2,
+        *,
+        rngs: nnx.Rngs,
+        dtype: Dtype = jnp.float32,
+    ):
+        kw = dict(rngs=rngs, dtype=dtype)
+        self.layers = nnx.List(
+            [
+                TwoWayAttentionBlock(
+                    embedding_dim, num_heads, mlp_dim, attention_downsample_rate, skip_first_layer_pe=(i == 0), **kw
+                )
+                for i in range(depth)
+            ]
+        )
+        self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate, **kw)
+        self.norm_final_attn = layer_norm(embedding_dim, DECODER_NORM_EPS, **kw)
+
+    def __call__(
+        self,
+        image_embedding: jax.Array,
+        image_pe: jax.Array,
+        point_embedding: jax.Array,
+        token_mask: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Runs the transformer.
+
+        Args:
+          image_embedding: ``(B, h, w, C)``.
+          image_pe: ``(B, h, w, C)`` positional encoding of the grid.
+          point_embedding: ``(B, N, C)`` tokens (output tokens then prompt tokens).
+          token_mask: ``(B, N)`` bool, False for padding tokens.
+
+        Returns:
+          processed tokens ``(B, N, C)`` and image tokens ``(B, h*w, C)``.
+        """
+        b, h, w, c = image_embedding.shape
+        keys = image_embedding.reshape(b, h * w, c)
+        key_pe = image_pe.reshape(image_pe.shape[0], h * w, c)
+        queries = point_embedding
+        for layer in self.layers:
+            queries, keys = layer(queries, keys, point_embedding, key_pe, token_mask)
+        q, k = queries + point_embedding, keys + key_pe
+        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
+        return queries, keys

@@ -1,0 +1,62 @@
+"""Flat ``{dotted name: array}`` views of a model's parameters, and loading them with checks.
+
+Names are the NNX attribute paths joined by dots (``image_encoder.blocks.0.attn.qkv.kernel``), the
+names the weight converters and the Orbax checkpoints use.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from samjax.weights.torch_pickle import CheckpointError
+
+
+def _flat_variables(model: nnx.Module) -> dict[str, nnx.Variable]:
+    state = nnx.state(model)
+    return {".".join(str(p) for p in path): var for path, var in nnx.to_flat_state(state)}
+
+
+def flat_params(model: nnx.Module) -> dict[str, jax.Array]:
+    """All of the model's variables (parameters and buffers) by dotted name."""
+    return {name: var[...] for name, var in _flat_variables(model).items()}
+
+
+def param_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(var.shape) for name, var in _flat_variables(model).items()}
+
+
+def assign_params(
+    model: nnx.Module,
+    params: Mapping[str, np.ndarray | jax.Array],
+    describe: Callable[[str], str] = lambda name: name,
+    source: str = "checkpoint",
+) -> None:
+    """Loads ``params`` into ``model`` in place, refusing any mismatch.
+
+    Every model variable must be given, with its exact shape; nothing else may be given. Errors
+    list each offending name (through ``describe``, e.g. to show the checkpoint's own naming) and
+    both shapes.
+    """
+    state = nnx.state(model)
+    flat = nnx.to_flat_state(state)
+    expected = {".".join(str(p) for p in path): var for path, var in flat}
+    problems = []
+    for name in sorted(set(expected) - set(params)):
+        problems.append(f"  missing:     {describe(name)} {tuple(expected[name].shape)}")
+    for name in sorted(set(params) - set(expected)):
+        problems.append(f"  unexpected:  {describe(name)} {tuple(np.shape(params[name]))}")
+    for name in sorted(set(params) & set(expected)):
+        got, want = tuple(np.shape(params[name])), tuple(expected[name].shape)
+        if got != want:
+            problems.append(f"  wrong shape: {describe(name)} is {got}, the model needs {want}")
+    if problems:
+        shown = problems[:30] + ([f"  ... and {len(problems) - 30} more"] if len(problems) > 30 else [])
+        raise CheckpointError(f"{source} does not fit the model:\n" + "\n".join(shown))
+    for name, var in expected.items():
+        var.set_value(jnp.asarray(params[name], dtype=var.dtype))
+    nnx.update(model, nnx.from_flat_state(flat))

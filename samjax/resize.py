@@ -1,0 +1,92 @@
+"""Resampling that matches PyTorch's ``F.interpolate(..., align_corners=False)`` exactly.
+
+``jax.image.resize`` antialiases when it shrinks and so differs from PyTorch; SAM's post-processing
+and the position-embedding surgery of the medical fine-tuning papers use PyTorch's plain linear and
+bicubic kernels. Each resize here is a dense ``(out, in)`` matrix per axis, built in NumPy once per
+shape, so it is exact, shape-static under ``jit`` and runs as matmuls.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_CUBIC_A = -0.75  # PyTorch's bicubic coefficient
+
+
+def _source_index(out_size: int, in_size: int) -> np.ndarray:
+    """PyTorch's ``area_pixel_compute_source_index`` for ``align_corners=False``."""
+    scale = in_size / out_size
+    return (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5
+
+
+@functools.lru_cache(maxsize=128)
+def linear_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """``(out_size, in_size)`` weights of 1-D linear interpolation (PyTorch, ``align_corners=False``)."""
+    src = np.maximum(_source_index(out_size, in_size), 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    lam = src - i0
+    m = np.zeros((out_size, in_size), np.float64)
+    rows = np.arange(out_size)
+    np.add.at(m, (rows, i0), 1.0 - lam)
+    np.add.at(m, (rows, i1), lam)
+    return m.astype(np.float32)
+
+
+def _cubic_weights(t: np.ndarray) -> np.ndarray:
+    """Keys' cubic convolution weights for the 4 taps at offsets -1, 0, 1, 2 from ``floor(x)``."""
+    a = _CUBIC_A
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=-1)
+
+
+@functools.lru_cache(maxsize=128)
+def cubic_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """``(out_size, in_size)`` weights of 1-D bicubic interpolation (PyTorch, ``align_corners=False``).
+
+    PyTorch does not clamp the bicubic source index at 0 and clamps the taps to the border.
+    """
+    src = _source_index(out_size, in_size)
+    base = np.floor(src).astype(np.int64)
+    w = _cubic_weights(src - base)
+    m = np.zeros((out_size, in_size), np.float64)
+    rows = np.arange(out_size)
+    for k in range(4):
+        np.add.at(m, (rows, np.clip(base - 1 + k, 0, in_size - 1)), w[:, k])
+    return m.astype(np.float32)
+
+
+def resize_2d(x, size: tuple[int, int], axes: tuple[int, int], mode: str = "bilinear"):
+    """Resizes two axes of ``x`` (NumPy or JAX) to ``size`` like PyTorch's ``F.interpolate``.
+
+    Args:
+      x: array with spatial axes ``axes`` (e.g. ``(-2, -1)`` for ``(..., H, W)``).
+      size: ``(out_h, out_w)``.
+      mode: ``"bilinear"`` or ``"bicubic"``.
+    """
+    builder = {"bilinear": linear_matrix, "bicubic": cubic_matrix}[mode]
+    xp = jnp if isinstance(x, jax.Array) else np
+    ah, aw = (a % x.ndim for a in axes)
+    mh = builder(x.shape[ah], size[0])
+    mw = builder(x.shape[aw], size[1])
+    x = xp.moveaxis(x, (ah, aw), (-2, -1))
+    y = xp.matmul(xp.matmul(mh.astype(x.dtype), x), mw.T.astype(x.dtype))
+    return xp.moveaxis(y, (-2, -1), (ah, aw))
+
+
+def resize_1d(x, size: int, axis: int = 0):
+    """Linear resize of one axis (PyTorch ``F.interpolate(mode="linear", align_corners=False)``)."""
+    xp = jnp if isinstance(x, jax.Array) else np
+    x = xp.moveaxis(x, axis, -1)
+    y = xp.matmul(x, linear_matrix(x.shape[-1], size).T.astype(x.dtype))
+    return xp.moveaxis(y, -1, axis)

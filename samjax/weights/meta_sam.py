@@ -1,0 +1,203 @@
+"""The explicit name map between Meta's ``segment_anything`` state dicts and samjax parameters.
+
+Each row is ``(meta name, samjax name, layout)``; ``layout`` says how the tensor is laid out in
+each framework:
+
+- ``copy``: same array (LayerNorm scale/bias, biases, embeddings, position tables);
+- ``linear``: PyTorch ``(out, in)`` <-> samjax ``(in, out)``;
+- ``conv``: PyTorch ``(out, in, kh, kw)`` <-> samjax ``(kh, kw, in, out)``;
+- ``conv_transpose``: PyTorch ``(in, out, kh, kw)`` <-> samjax ``(kh, kw, in, out)``.
+
+Conversion in either direction checks the whole table: a name the table does not expect, a name it
+expects but does not find, and a shape that does not fit are each reported by name and shape.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from samjax.model_spec import SPECS, SamSpec
+from samjax.weights.torch_pickle import CheckpointError
+
+
+class Row(NamedTuple):
+    meta: str
+    samjax: str
+    layout: str
+
+
+def _norm(meta: str, ours: str) -> list[tuple[str, str, str]]:
+    return [(f"{meta}.weight", f"{ours}.scale", "copy"), (f"{meta}.bias", f"{ours}.bias", "copy")]
+
+
+def _linear(meta: str, ours: str) -> list[tuple[str, str, str]]:
+    return [(f"{meta}.weight", f"{ours}.kernel", "linear"), (f"{meta}.bias", f"{ours}.bias", "copy")]
+
+
+def _attention(meta: str, ours: str) -> list[tuple[str, str, str]]:
+    rows = []
+    for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+        rows += _linear(f"{meta}.{proj}", f"{ours}.{proj}")
+    return rows
+
+
+ENCODER_BLOCK = [
+    *_norm("norm1", "norm1"),
+    *_linear("attn.qkv", "attn.qkv"),
+    *_linear("attn.proj", "attn.proj"),
+    ("attn.rel_pos_h", "attn.rel_pos_h", "copy"),
+    ("attn.rel_pos_w", "attn.rel_pos_w", "copy"),
+    *_norm("norm2", "norm2"),
+    *_linear("mlp.lin1", "mlp.lin1"),
+    *_linear("mlp.lin2", "mlp.lin2"),
+]
+
+ENCODER_STEM_AND_NECK = [
+    ("pos_embed", "pos_embed", "copy"),
+    ("patch_embed.proj.weight", "patch_embed.kernel", "conv"),
+    ("patch_embed.proj.bias", "patch_embed.bias", "copy"),
+    ("neck.0.weight", "neck_conv1.kernel", "conv"),
+    *_norm("neck.1", "neck_norm1"),
+    ("neck.2.weight", "neck_conv2.kernel", "conv"),
+    *_norm("neck.3", "neck_norm2"),
+]
+
+PROMPT_ENCODER = [
+    ("pe_layer.positional_encoding_gaussian_matrix", "pe_layer.positional_encoding_gaussian_matrix", "copy"),
+    *[(f"point_embeddings.{i}.weight", f"point_embeddings.{i}", "copy") for i in range(4)],
+    ("not_a_point_embed.weight", "not_a_point_embed", "copy"),
+    ("no_mask_embed.weight", "no_mask_embed", "copy"),
+    ("mask_downscaling.0.weight", "mask_conv1.kernel", "conv"),
+    ("mask_downscaling.0.bias", "mask_conv1.bias", "copy"),
+    *_norm("mask_downscaling.1", "mask_norm1"),
+    ("mask_downscaling.3.weight", "mask_conv2.kernel", "conv"),
+    ("mask_downscaling.3.bias", "mask_conv2.bias", "copy"),
+    *_norm("mask_downscaling.4", "mask_norm2"),
+    ("mask_downscaling.6.weight", "mask_conv3.kernel", "conv"),
+    ("mask_downscaling.6.bias", "mask_conv3.bias", "copy"),
+]
+
+TWO_WAY_BLOCK = [
+    *_attention("self_attn", "self_attn"),
+    *_norm("norm1", "norm1"),
+    *_attention("cross_attn_token_to_image", "cross_attn_token_to_image"),
+    *_norm("norm2", "norm2"),
+    *_linear("mlp.lin1", "mlp.lin1"),
+    *_linear("mlp.lin2", "mlp.lin2"),
+    *_norm("norm3", "norm3"),
+    *_norm("norm4", "norm4"),
+    *_attention("cross_attn_image_to_token", "cross_attn_image_to_token"),
+]
+
+MASK_DECODER_HEADS = [
+    *_attention("transformer.final_attn_token_to_image", "transformer.final_attn_token_to_image"),
+    *_norm("transformer.norm_final_attn", "transformer.norm_final_attn"),
+    ("iou_token.weight", "iou_token", "copy"),
+    ("mask_tokens.weight", "mask_tokens", "copy"),
+    ("output_upscaling.0.weight", "upscale_conv1.kernel", "conv_transpose"),
+    ("output_upscaling.0.bias", "upscale_conv1.bias", "copy"),
+    *_norm("output_upscaling.1", "upscale_norm"),
+    ("output_upscaling.3.weight", "upscale_conv2.kernel", "conv_transpose"),
+    ("output_upscaling.3.bias", "upscale_conv2.bias", "copy"),
+]
+
+
+def name_table(spec: SamSpec) -> list[Row]:
+    """Every parameter of ``spec`` as a (Meta name, samjax name, layout) row."""
+    rows: list[Row] = []
+
+    def add(meta_prefix: str, ours_prefix: str, block: list[tuple[str, str, str]]):
+        rows.extend(Row(f"{meta_prefix}{m}", f"{ours_prefix}{o}", lay) for m, o, lay in block)
+
+    add("image_encoder.", "image_encoder.", ENCODER_STEM_AND_NECK)
+    for i in range(spec.encoder_depth):
+        add(f"image_encoder.blocks.{i}.", f"image_encoder.blocks.{i}.", ENCODER_BLOCK)
+    add("prompt_encoder.", "prompt_encoder.", PROMPT_ENCODER)
+    for i in range(spec.decoder_depth):
+        add(f"mask_decoder.transformer.layers.{i}.", f"mask_decoder.transformer.layers.{i}.", TWO_WAY_BLOCK)
+    add("mask_decoder.", "mask_decoder.", MASK_DECODER_HEADS)
+    linear = [("weight", "kernel", "linear"), ("bias", "bias", "copy")]
+    for t in range(spec.num_multimask_outputs + 1):
+        for j in range(3):
+            name = f"mask_decoder.output_hypernetworks_mlps.{t}.layers.{j}."
+            add(name, name, linear)
+    for j in range(spec.iou_head_depth):
+        name = f"mask_decoder.iou_prediction_head.layers.{j}."
+        add(name, name, linear)
+    return rows
+
+
+_TO_SAMJAX = {
+    "copy": lambda a: a,
+    "linear": lambda a: a.T,
+    "conv": lambda a: a.transpose(2, 3, 1, 0),
+    "conv_transpose": lambda a: a.transpose(2, 3, 0, 1),
+}
+_TO_META = {
+    "copy": lambda a: a,
+    "linear": lambda a: a.T,
+    "conv": lambda a: a.transpose(3, 2, 0, 1),
+    "conv_transpose": lambda a: a.transpose(2, 3, 0, 1),
+}
+
+
+def _check_names(found: set[str], expected: set[str], what: str, shapes: dict[str, tuple]) -> None:
+    unknown = sorted(found - expected)
+    missing = sorted(expected - found)
+    if not unknown and not missing:
+        return
+    lines = [f"{what} does not match the model:"]
+    for name in missing[:20]:
+        lines.append(f"  missing:    {name}")
+    for name in unknown[:20]:
+        lines.append(f"  unexpected: {name} {tuple(shapes.get(name, ()))}")
+    hidden = max(len(missing) - 20, 0) + max(len(unknown) - 20, 0)
+    if hidden:
+        lines.append(f"  ... and {hidden} more")
+    raise CheckpointError("\n".join(lines))
+
+
+def detect_spec(state_dict: dict[str, np.ndarray]) -> SamSpec:
+    """Infers the SAM variant and image size of a Meta-format state dict from its shapes."""
+    try:
+        width = state_dict["image_encoder.patch_embed.proj.weight"].shape[0]
+        patch = state_dict["image_encoder.patch_embed.proj.weight"].shape[-1]
+        grid = state_dict["image_encoder.pos_embed"].shape[1]
+    except KeyError as e:
+        raise CheckpointError(f"not a SAM (ViT) checkpoint: it has no {e.args[0]}") from None
+    depth = len({k.split(".")[2] for k in state_dict if k.startswith("image_encoder.blocks.")})
+    for spec in SPECS.values():
+        if spec.encoder_embed_dim == width and spec.encoder_depth == depth and spec.patch_size == patch:
+            return spec.replace(image_size=grid * patch)
+    raise CheckpointError(f"no known SAM variant has an encoder {width} wide and {depth} blocks deep")
+
+
+def from_meta(state_dict: dict[str, np.ndarray], spec: SamSpec) -> dict[str, np.ndarray]:
+    """Meta-format state dict -> samjax flat parameters ``{dotted name: array}`` (float32).
+
+    Raises :class:`CheckpointError` naming the variant when ``state_dict`` is another SAM variant.
+    """
+    try:
+        found = detect_spec(state_dict)
+    except CheckpointError:
+        found = None
+    if found is not None and found.name != spec.name:
+        raise CheckpointError(
+            f"this checkpoint is SAM {found.name} ({found.encoder_embed_dim} wide, {found.encoder_depth} "
+            f"blocks), not {spec.name}; pass model type {found.name!r}"
+        )
+    rows = name_table(spec)
+    shapes = {k: v.shape for k, v in state_dict.items()}
+    _check_names(set(state_dict), {r.meta for r in rows}, "checkpoint", shapes)
+    return {r.samjax: np.asarray(_TO_SAMJAX[r.layout](state_dict[r.meta]), np.float32) for r in rows}
+
+
+def to_meta(params: dict[str, np.ndarray], spec: SamSpec) -> dict[str, np.ndarray]:
+    """samjax flat parameters -> Meta-format state dict (inverse of :func:`from_meta`)."""
+    rows = name_table(spec)
+    shapes = {k: np.shape(v) for k, v in params.items()}
+    _check_names(set(params), {r.samjax for r in rows}, "parameters", shapes)
+    return {r.meta: np.ascontiguousarray(_TO_META[r.layout](np.asarray(params[r.samjax]))) for r in rows}
+
