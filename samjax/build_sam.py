@@ -60,6 +60,11 @@ def build_sam_from_spec(spec: SamSpec, *, rngs: nnx.Rngs | None = None, dtype=jn
     )
 
 
+def expected_shapes(spec: SamSpec) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every variable of a ``spec`` model (nothing is allocated)."""
+    return param_shapes(nnx.eval_shape(lambda: build_sam_from_spec(spec)))
+
+
 def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[SamSpec, dict[str, np.ndarray], dict[str, str]]:
     """Reads a samjax folder or a Meta ``.pth``.
 

@@ -30,33 +30,41 @@ def param_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
     return {name: tuple(var.shape) for name, var in _flat_variables(model).items()}
 
 
+def check_params(
+    params: Mapping[str, np.ndarray | jax.Array],
+    expected: Mapping[str, tuple[int, ...]],
+    describe: Callable[[str], str] = lambda name: name,
+    source: str = "checkpoint",
+) -> None:
+    """Raises :class:`CheckpointError` unless ``params`` has exactly the names and shapes ``expected``.
+
+    The message lists each missing, unexpected and wrongly shaped tensor (named through ``describe``,
+    e.g. in the checkpoint's own naming) with its shape.
+    """
+    problems = []
+    for name in sorted(set(expected) - set(params)):
+        problems.append(f"  missing:     {describe(name)} {tuple(expected[name])}")
+    for name in sorted(set(params) - set(expected)):
+        problems.append(f"  unexpected:  {describe(name)} {tuple(np.shape(params[name]))}")
+    for name in sorted(set(params) & set(expected)):
+        got, want = tuple(np.shape(params[name])), tuple(expected[name])
+        if got != want:
+            problems.append(f"  wrong shape: {describe(name)} is {got}, the model needs {want}")
+    if problems:
+        shown = problems[:30] + ([f"  ... and {len(problems) - 30} more"] if len(problems) > 30 else [])
+        raise CheckpointError(f"{source} does not fit the model:\n" + "\n".join(shown))
+
+
 def assign_params(
     model: nnx.Module,
     params: Mapping[str, np.ndarray | jax.Array],
     describe: Callable[[str], str] = lambda name: name,
     source: str = "checkpoint",
 ) -> None:
-    """Loads ``params`` into ``model`` in place, refusing any mismatch.
-
-    Every model variable must be given, with its exact shape; nothing else may be given. Errors
-    list each offending name (through ``describe``, e.g. to show the checkpoint's own naming) and
-    both shapes.
-    """
-    state = nnx.state(model)
-    flat = nnx.to_flat_state(state)
-    expected = {".".join(str(p) for p in path): var for path, var in flat}
-    problems = []
-    for name in sorted(set(expected) - set(params)):
-        problems.append(f"  missing:     {describe(name)} {tuple(expected[name].shape)}")
-    for name in sorted(set(params) - set(expected)):
-        problems.append(f"  unexpected:  {describe(name)} {tuple(np.shape(params[name]))}")
-    for name in sorted(set(params) & set(expected)):
-        got, want = tuple(np.shape(params[name])), tuple(expected[name].shape)
-        if got != want:
-            problems.append(f"  wrong shape: {describe(name)} is {got}, the model needs {want}")
-    if problems:
-        shown = problems[:30] + ([f"  ... and {len(problems) - 30} more"] if len(problems) > 30 else [])
-        raise CheckpointError(f"{source} does not fit the model:\n" + "\n".join(shown))
-    for name, var in expected.items():
+    """Loads ``params`` into ``model`` in place after :func:`check_params` (every variable, exact shapes)."""
+    flat = nnx.to_flat_state(nnx.state(model))
+    variables = {".".join(str(p) for p in path): var for path, var in flat}
+    check_params(params, {k: tuple(v.shape) for k, v in variables.items()}, describe, source)
+    for name, var in variables.items():
         var.set_value(jnp.asarray(params[name], dtype=var.dtype))
     nnx.update(model, nnx.from_flat_state(flat))

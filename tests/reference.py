@@ -95,6 +95,9 @@ def samjax_from_meta(meta_model: Sam, spec: SamSpec):
     return model
 
 
+TOL = 1e-3  # fp32 parity tolerance: max |samjax - Meta| / max |Meta|
+
+
 def rel_err(ours, ref) -> float:
     """max |ours - ref| / max |ref|: the tolerance measure of the parity tests."""
     ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
@@ -111,3 +114,16 @@ def sample_image(h: int = 180, w: int = 240, seed: int = 0) -> np.ndarray:
     ) * 100 + 128 + rng.normal(0, 10, (h, w, 3))
     img[h // 4 : h // 2, w // 3 : w // 2] = (230, 40, 60)  # an "organ"
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def assert_same_prediction(ours, ref):
+    """Predictor outputs (masks as logits, IoU, low-res logits) agree with Meta's within ``TOL``."""
+    (masks, iou, low_res), (ref_masks, ref_iou, ref_low_res) = ours, ref
+    assert masks.shape == ref_masks.shape and low_res.shape == ref_low_res.shape and iou.shape == ref_iou.shape
+    assert masks.dtype == np.float32 and low_res.dtype == np.float32 and iou.dtype == np.float32
+    assert rel_err(low_res, ref_low_res) <= TOL
+    assert rel_err(iou, ref_iou) <= TOL
+    assert rel_err(masks, ref_masks) <= TOL
+    decisive = np.abs(ref_masks) > TOL * np.abs(ref_masks).max()
+    np.testing.assert_array_equal((masks > 0)[decisive], (ref_masks > 0)[decisive])
+    assert decisive.mean() > 0.99  # the comparison covers nearly every pixel

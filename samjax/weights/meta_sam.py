@@ -135,6 +135,7 @@ _TO_SAMJAX = {
     "conv": lambda a: a.transpose(2, 3, 1, 0),
     "conv_transpose": lambda a: a.transpose(2, 3, 0, 1),
 }
+_NDIM = {"linear": 2, "conv": 4, "conv_transpose": 4}
 _TO_META = {
     "copy": lambda a: a,
     "linear": lambda a: a.T,
@@ -191,7 +192,15 @@ def from_meta(state_dict: dict[str, np.ndarray], spec: SamSpec) -> dict[str, np.
     rows = name_table(spec)
     shapes = {k: v.shape for k, v in state_dict.items()}
     _check_names(set(state_dict), {r.meta for r in rows}, "checkpoint", shapes)
-    return {r.samjax: np.asarray(_TO_SAMJAX[r.layout](state_dict[r.meta]), np.float32) for r in rows}
+    out = {}
+    for r in rows:
+        value = np.asarray(state_dict[r.meta])
+        if value.ndim != _NDIM.get(r.layout, value.ndim):
+            raise CheckpointError(
+                f"checkpoint tensor {r.meta} has shape {value.shape}; a {r.layout} weight has {_NDIM[r.layout]} dimensions"
+            )
+        out[r.samjax] = np.asarray(_TO_SAMJAX[r.layout](value), np.float32)
+    return out
 
 
 def to_meta(params: dict[str, np.ndarray], spec: SamSpec) -> dict[str, np.ndarray]:

@@ -11,10 +11,9 @@ import segment_anything
 import torch
 
 import samjax
-from reference import meta_sam_model, rel_err, sample_image, samjax_from_meta
+from reference import TOL, assert_same_prediction, meta_sam_model, rel_err, sample_image, samjax_from_meta
 from samjax.model_spec import get_spec
 
-TOL = 1e-3
 IMAGE_SIZE = 256
 
 
@@ -31,18 +30,6 @@ def predictors(request):
     pred.set_image(image)
     yield pred, ref
     del meta, ours, ref, pred
-
-
-def assert_same_prediction(ours, ref):
-    (masks, iou, low_res), (ref_masks, ref_iou, ref_low_res) = ours, ref
-    assert masks.shape == ref_masks.shape and low_res.shape == ref_low_res.shape and iou.shape == ref_iou.shape
-    assert masks.dtype == np.float32 and low_res.dtype == np.float32 and iou.dtype == np.float32
-    assert rel_err(low_res, ref_low_res) <= TOL
-    assert rel_err(iou, ref_iou) <= TOL
-    assert rel_err(masks, ref_masks) <= TOL
-    decisive = np.abs(ref_masks) > TOL * np.abs(ref_masks).max()
-    np.testing.assert_array_equal((masks > 0)[decisive], (ref_masks > 0)[decisive])
-    assert decisive.mean() > 0.99  # the comparison covers nearly every pixel
 
 
 def test_image_embedding(predictors):
