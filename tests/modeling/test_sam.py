@@ -1,0 +1,59 @@
+"""The composed model's own entry points against Meta's: preprocess, postprocess and the forward pass."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from reference import TOL, meta_sam_model, rel_err, samjax_from_meta
+from samjax.model_spec import get_spec
+
+SPEC = get_spec("vit_b").replace(image_size=128, encoder_depth=2, encoder_global_attn_indexes=(1,))
+
+
+@pytest.fixture(scope="module")
+def models():
+    meta = meta_sam_model(SPEC, seed=3)
+    return meta, samjax_from_meta(meta, SPEC)
+
+
+def test_preprocess_matches_meta(models):
+    meta, ours = models
+    image = np.random.default_rng(0).integers(0, 256, (1, 96, 128, 3)).astype(np.float32)
+    ref = meta.preprocess(torch.from_numpy(image).permute(0, 3, 1, 2)).numpy().transpose(0, 2, 3, 1)
+    got = np.asarray(ours.preprocess(jnp.asarray(image)))
+    assert got.shape == (1, 128, 128, 3)
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    with pytest.raises(ValueError, match="larger than the model input"):
+        ours.preprocess(jnp.zeros((1, 130, 100, 3)))
+
+
+@pytest.mark.parametrize("original_size", [(100, 75), (300, 400), (128, 128)])
+def test_postprocess_matches_meta(models, original_size):
+    meta, ours = models
+    low_res = np.random.default_rng(1).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    scale = 128 / max(original_size)
+    input_size = (int(original_size[0] * scale + 0.5), int(original_size[1] * scale + 0.5))
+    ref = meta.postprocess_masks(torch.from_numpy(low_res), input_size, original_size).numpy()
+    got = np.asarray(ours.postprocess_masks(jnp.asarray(low_res), input_size, original_size))
+    assert got.shape == (2, 3, *original_size)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_forward_matches_meta(models):
+    """``Sam.__call__`` on a batch of two images, each with its own box, equals Meta's batched forward."""
+    meta, ours = models
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (2, 128, 128, 3)).astype(np.float32)
+    boxes = np.array([[10.0, 20.0, 90.0, 100.0], [0.0, 0.0, 127.0, 60.0]], np.float32)
+    with torch.no_grad():
+        ref = meta(
+            [{"image": torch.from_numpy(im).permute(2, 0, 1), "original_size": (128, 128),
+              "boxes": torch.from_numpy(b)[None]} for im, b in zip(images, boxes)],
+            multimask_output=True,
+        )
+    low_res, iou = ours(ours.preprocess(jnp.asarray(images)), boxes=jnp.asarray(boxes), multimask_output=True)
+    assert low_res.shape == (2, 3, 32, 32) and iou.shape == (2, 3)
+    for i in range(2):
+        assert rel_err(low_res[i], ref[i]["low_res_logits"][0].numpy()) <= TOL
+        assert rel_err(iou[i], ref[i]["iou_predictions"][0].numpy()) <= TOL
