@@ -17,10 +17,9 @@ import time
 
 import numpy as np
 
-from samjax.build_sam import expected_shapes
+from samjax.build_sam import convert_meta_state_dict
 from samjax.checkpoint import save_sam
 from samjax.model_spec import SPECS, get_spec
-from samjax.params import check_params
 from samjax.weights import meta_sam
 from samjax.weights.torch_pickle import CheckpointError, find_state_dict, load_pth
 
@@ -34,9 +33,7 @@ def convert(checkpoint: str, output: str, model_type: str | None = None) -> dict
             f"{checkpoint} holds SAM {spec.name} ({spec.encoder_embed_dim} wide, {spec.encoder_depth} blocks), "
             f"not {model_type}; pass --model-type {spec.name}"
         )
-    params = meta_sam.from_meta(state_dict, spec)
-    meta_names = {r.samjax: r.meta for r in meta_sam.name_table(spec)}
-    check_params(params, expected_shapes(spec), describe=meta_names.get, source=checkpoint)
+    spec, params = convert_meta_state_dict(state_dict, checkpoint)
     save_sam(output, params, spec.name, spec.image_size, source=os.path.basename(checkpoint))
     return {
         "model_type": spec.name,

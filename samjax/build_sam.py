@@ -21,7 +21,7 @@ from samjax.modeling.mask_decoder import MaskDecoder
 from samjax.modeling.prompt_encoder import PromptEncoder
 from samjax.modeling.sam import Sam
 from samjax.modeling.transformer import TwoWayTransformer
-from samjax.params import assign_params, param_shapes
+from samjax.params import assign_params, check_params, param_shapes
 from samjax.weights import meta_sam
 from samjax.weights.resize_pos import resize_position_embeddings
 from samjax.weights.torch_pickle import CheckpointError, find_state_dict, load_pth
@@ -65,21 +65,30 @@ def expected_shapes(spec: SamSpec) -> dict[str, tuple[int, ...]]:
     return param_shapes(nnx.eval_shape(lambda: build_sam_from_spec(spec)))
 
 
-def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[SamSpec, dict[str, np.ndarray], dict[str, str]]:
-    """Reads a samjax folder or a Meta ``.pth``.
+def convert_meta_state_dict(state_dict: dict[str, np.ndarray], source: str) -> tuple[SamSpec, dict[str, np.ndarray]]:
+    """Checks a Meta-format state dict against its own variant and converts it to samjax params.
 
-    Returns the spec the checkpoint was trained with, its flat samjax params, and a map from samjax
-    names to the checkpoint's own names (for error messages).
+    The variant and image size are read from the tensors; every tensor must then have exactly the
+    shape that variant has at that size, reported in the checkpoint's own names and layout.
+    """
+    spec = meta_sam.detect_spec(state_dict)
+    check_params(state_dict, meta_sam.meta_shapes(spec, expected_shapes(spec)), source=source)
+    return spec, meta_sam.from_meta(state_dict, spec)
+
+
+def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[SamSpec, dict[str, np.ndarray]]:
+    """Reads and validates a samjax folder or a Meta ``.pth``.
+
+    Returns the spec the checkpoint was trained with (its image size included) and its flat samjax
+    params, checked against that spec: nothing is resized or reinterpreted yet.
     """
     path = os.fspath(checkpoint)
     if os.path.isdir(path):
         meta, params = ckpt.load_sam(path)
         spec = get_spec(meta["model_type"]).replace(image_size=int(meta["image_size"]))
-        return spec, params, {}
-    state_dict = find_state_dict(load_pth(path), path)
-    spec = meta_sam.detect_spec(state_dict)
-    params = meta_sam.from_meta(state_dict, spec)
-    return spec, params, {r.samjax: r.meta for r in meta_sam.name_table(spec)}
+        check_params(params, expected_shapes(spec), source=path)
+        return spec, params
+    return convert_meta_state_dict(find_state_dict(load_pth(path), path), path)
 
 
 def build_sam(
@@ -101,7 +110,7 @@ def build_sam(
             spec = spec.replace(image_size=int(image_size))
         return build_sam_from_spec(spec, rngs=nnx.Rngs(seed), dtype=dtype)
 
-    ckpt_spec, params, names = read_checkpoint(checkpoint)
+    ckpt_spec, params = read_checkpoint(checkpoint)
     if ckpt_spec.name != spec.name:
         raise CheckpointError(
             f"{os.fspath(checkpoint)} holds SAM {ckpt_spec.name}, not {spec.name}; "
@@ -113,7 +122,7 @@ def build_sam(
     model = nnx.eval_shape(lambda: build_sam_from_spec(spec, rngs=nnx.Rngs(seed), dtype=dtype))
     shapes = param_shapes(model)
     params = resize_position_embeddings(params, shapes)
-    assign_params(model, params, describe=lambda n: names.get(n, n), source=os.fspath(checkpoint))
+    assign_params(model, params, source=os.fspath(checkpoint))
     return model
 
 

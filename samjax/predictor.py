@@ -70,6 +70,11 @@ class SamPredictor:
         image = as_rgb_uint8(image)
         if image_format != self.model.image_format:
             image = image[..., ::-1]
+        if min(self.transform.get_preprocess_shape(*image.shape[:2], self.transform.target_length)) < 1:
+            raise ValueError(
+                f"image of {image.shape[1]}x{image.shape[0]} pixels is too thin: its short side would be "
+                f"under one pixel at the model size {self.model.img_size}"
+            )
         input_image = self.transform.apply_image(np.ascontiguousarray(image))
         self.reset_image()
         size = self.model.img_size

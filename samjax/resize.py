@@ -1,9 +1,11 @@
-"""Resampling that matches PyTorch's ``F.interpolate(..., align_corners=False)`` exactly.
+"""Resampling with PyTorch's ``F.interpolate(..., align_corners=False)`` kernels.
 
 ``jax.image.resize`` antialiases when it shrinks and so differs from PyTorch; SAM's post-processing
 and the position-embedding surgery of the medical fine-tuning papers use PyTorch's plain linear and
-bicubic kernels. Each resize here is a dense ``(out, in)`` matrix per axis, built in NumPy once per
-shape, so it is exact, shape-static under ``jit`` and runs as matmuls.
+bicubic kernels. Each resize here is a dense ``(out, in)`` matrix per axis, built in float64 NumPy
+once per shape, so it is shape-static under ``jit`` and runs as matmuls. The weights equal PyTorch's
+computed in float64; PyTorch's float32 kernels round the source index in float32, which moves
+outputs by up to ~1e-5 relative for ratios such as 127 -> 31.
 """
 
 from __future__ import annotations

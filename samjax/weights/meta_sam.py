@@ -151,9 +151,9 @@ def _check_names(found: set[str], expected: set[str], what: str, shapes: dict[st
         return
     lines = [f"{what} does not match the model:"]
     for name in missing[:20]:
-        lines.append(f"  missing:    {name}")
+        lines.append(f"  missing:     {name}")
     for name in unknown[:20]:
-        lines.append(f"  unexpected: {name} {tuple(shapes.get(name, ()))}")
+        lines.append(f"  unexpected:  {name} {tuple(shapes.get(name, ()))}")
     hidden = max(len(missing) - 20, 0) + max(len(unknown) - 20, 0)
     if hidden:
         lines.append(f"  ... and {hidden} more")
@@ -201,6 +201,19 @@ def from_meta(state_dict: dict[str, np.ndarray], spec: SamSpec) -> dict[str, np.
             )
         out[r.samjax] = np.asarray(_TO_SAMJAX[r.layout](value), np.float32)
     return out
+
+
+_SHAPE_TO_META = {
+    "copy": lambda s: s,
+    "linear": lambda s: (s[1], s[0]),
+    "conv": lambda s: (s[3], s[2], s[0], s[1]),
+    "conv_transpose": lambda s: (s[2], s[3], s[0], s[1]),
+}
+
+
+def meta_shapes(spec: SamSpec, samjax_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """The shape each Meta tensor must have, from the samjax model's shapes, in Meta's layout."""
+    return {r.meta: tuple(_SHAPE_TO_META[r.layout](tuple(samjax_shapes[r.samjax]))) for r in name_table(spec)}
 
 
 def to_meta(params: dict[str, np.ndarray], spec: SamSpec) -> dict[str, np.ndarray]:

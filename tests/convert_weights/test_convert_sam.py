@@ -90,8 +90,8 @@ def test_convert_reports_missing_unknown_and_misshaped_tensors(meta_vit_b_1024, 
     torch.save(state, path)
     done = run_script("convert_sam.py", "--checkpoint", str(path), "--output", str(tmp_path / "out"))
     assert done.returncode == 1
-    assert "missing:    image_encoder.blocks.3.attn.rel_pos_h" in done.stderr
-    assert "unexpected: image_encoder.blocks.3.attn.extra_scale (12,)" in done.stderr
+    assert "missing:     image_encoder.blocks.3.attn.rel_pos_h (27, 64)" in done.stderr
+    assert "unexpected:  image_encoder.blocks.3.attn.extra_scale (12,)" in done.stderr
     assert not (tmp_path / "out").exists()
 
     del state["image_encoder.blocks.3.attn.extra_scale"]

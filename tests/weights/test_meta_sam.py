@@ -1,6 +1,8 @@
 """The Meta <-> samjax name table, the conversions both ways, and every way a checkpoint can fail
 to fit (through ``build_sam`` on real ``torch.save`` files), plus converted samjax folders."""
 
+import copy
+import functools
 import json
 import os
 
@@ -53,11 +55,6 @@ def test_name_table_matches_samjax_model_and_shapes():
     assert {k: tuple(v.shape) for k, v in back.items()} == meta_shapes
 
 
-def test_name_table_small_spec_matches_samjax_model():
-    ours = param_shapes(nnx.eval_shape(lambda: build_sam_from_spec(SMALL)))
-    assert {r.samjax for r in meta_sam.name_table(SMALL)} == set(ours)
-
-
 # --- conversions ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_meta():
@@ -95,16 +92,28 @@ def test_from_meta_layouts_on_known_tensors(small_meta):
     np.testing.assert_array_equal(p["image_encoder.blocks.1.norm2.scale"], sd["image_encoder.blocks.1.norm2.weight"])
 
 
-def test_samjax_model_round_trip_through_meta_names(small_meta):
+@functools.lru_cache(maxsize=None)
+def _shapes(spec):
+    return param_shapes(nnx.eval_shape(lambda: build_sam_from_spec(spec)))
+
+
+def _random_params(spec, seed=0):
+    rng = np.random.default_rng(seed)
+    shapes = _shapes(spec)
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+
+
+def test_samjax_params_load_strictly_into_meta_model(small_meta):
     """samjax params -> Meta names -> a Meta model's load_state_dict(strict) -> back: unchanged."""
     meta_model, _ = small_meta
-    ours = {k: np.asarray(v) for k, v in flat_params(build_sam_from_spec(SMALL)).items()}
+    ours = _random_params(SMALL)
     sd = meta_sam.to_meta(ours, SMALL)
-    other = meta_sam_model(SMALL, seed=9)
-    other.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=True)
+    other = copy.deepcopy(meta_model)
+    other.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in sd.items()}, strict=True)
     back = meta_sam.from_meta(state_dict_numpy(other), SMALL)
+    assert set(back) == set(ours)
     for k, v in ours.items():
-        assert back[k].tobytes() == v.astype(np.float32).tobytes(), k
+        assert back[k].tobytes() == v.tobytes(), k
 
 
 def test_from_meta_reports_missing_and_unexpected(small_meta):
@@ -115,8 +124,18 @@ def test_from_meta_reports_missing_and_unexpected(small_meta):
     with pytest.raises(CheckpointError) as info:
         meta_sam.from_meta(bad, SMALL)
     msg = str(info.value)
-    assert "missing:    mask_decoder.iou_token.weight" in msg
-    assert "unexpected: image_encoder.extra.weight (3, 5)" in msg
+    assert "missing:     mask_decoder.iou_token.weight" in msg
+    assert "unexpected:  image_encoder.extra.weight (3, 5)" in msg
+
+
+def test_from_meta_reports_wrong_number_of_dimensions(small_meta):
+    _, sd = small_meta
+    name = "mask_decoder.transformer.layers.0.mlp.lin1.weight"
+    bad = {**sd, name: sd[name][None]}
+    with pytest.raises(CheckpointError) as info:
+        meta_sam.from_meta(bad, SMALL)
+    msg = str(info.value)
+    assert name in msg and str(bad[name].shape) in msg and "2 dimensions" in msg
 
 
 def test_to_meta_reports_missing(small_meta):
@@ -180,31 +199,56 @@ def test_unexpected_key(vit_b_64, tmp_path):
     assert "missing" not in msg
 
 
-def test_wrong_shape_bias(vit_b_64, tmp_path):
-    _, sd = vit_b_64
-    name = "image_encoder.blocks.3.mlp.lin1.bias"
-    bad = {**sd, name: torch.zeros(3000)}
-    path = _save_variant(tmp_path, bad, "shape_bias.pth")
-    with pytest.raises(CheckpointError) as info:
-        samjax.build_sam("vit_b", checkpoint=path)
-    msg = str(info.value)
-    assert "wrong shape" in msg and name in msg and "(3000,)" in msg and "(3072,)" in msg
-    assert str(path) in msg
+WRONG_BIAS = "image_encoder.blocks.3.mlp.lin1.bias"
+WRONG_WEIGHT = "image_encoder.blocks.7.attn.proj.weight"
+WRONG_WINDOW_REL_POS = "image_encoder.blocks.0.attn.rel_pos_h"  # windowed block: always 2 * 14 - 1 rows
 
 
-def test_wrong_shape_weight_reports_checkpoint_shapes(vit_b_64, tmp_path):
-    """The error names the checkpoint's tensor, so it should give that tensor's shape as the file
-    holds it (Meta's (out, in)), and the shape the checkpoint format needs there."""
+@pytest.fixture(scope="module")
+def wrong_shape_error(vit_b_64, tmp_path_factory):
+    """One checkpoint with three wrongly shaped tensors (one build): a bias, a linear weight and the
+    relative-position table of a windowed block."""
     _, sd = vit_b_64
-    name = "image_encoder.blocks.3.mlp.lin1.weight"
-    assert tuple(sd[name].shape) == (3072, 768)
-    bad = {**sd, name: torch.zeros(3000, 768)}
-    path = _save_variant(tmp_path, bad, "shape_weight.pth")
+    assert tuple(sd[WRONG_BIAS].shape) == (3072,) and tuple(sd[WRONG_WEIGHT].shape) == (768, 768)
+    assert tuple(sd[WRONG_WINDOW_REL_POS].shape) == (27, 64)
+    bad = {
+        **sd,
+        WRONG_BIAS: torch.zeros(3000),
+        WRONG_WEIGHT: torch.zeros(700, 768),
+        WRONG_WINDOW_REL_POS: torch.zeros(20, 64),
+    }
+    path = _save_variant(tmp_path_factory.mktemp("shape"), bad, "wrong_shape.pth")
     with pytest.raises(CheckpointError) as info:
         samjax.build_sam("vit_b", checkpoint=path)
-    msg = str(info.value)
-    assert "wrong shape" in msg and name in msg
-    assert "(3000, 768)" in msg and "(3072, 768)" in msg, msg
+    return path, str(info.value)
+
+
+def test_wrong_shape_bias(wrong_shape_error):
+    path, msg = wrong_shape_error
+    assert str(path) in msg and "does not fit the model" in msg
+    line = next(l for l in msg.splitlines() if WRONG_BIAS in l)
+    assert "wrong shape" in line and "(3000,)" in line and "(3072,)" in line
+    assert "missing" not in msg and "unexpected" not in msg
+
+
+def test_wrong_shape_weight_reports_checkpoint_shapes(wrong_shape_error):
+    """The error names the checkpoint's tensor (Meta's name), so it should give that tensor's shape
+    as the file holds it, Meta's (out, in) = (700, 768), and the (768, 768) it must have there;
+    not the transposed samjax kernel shapes, which the user's file never contains."""
+    _, msg = wrong_shape_error
+    line = next(l for l in msg.splitlines() if WRONG_WEIGHT in l)
+    assert "wrong shape" in line
+    assert "(700, 768)" in line, line
+
+
+def test_wrong_shape_windowed_rel_pos(wrong_shape_error):
+    """A windowed block's table does not depend on the image size (resize_pos: "windows do not
+    change"), so a (20, 64) table where the model needs (27, 64) is a broken checkpoint and must be
+    reported, not silently interpolated to 27 rows."""
+    _, msg = wrong_shape_error
+    assert WRONG_WINDOW_REL_POS in msg, msg
+    line = next(l for l in msg.splitlines() if WRONG_WINDOW_REL_POS in l)
+    assert "(20, 64)" in line and "(27, 64)" in line
 
 
 def test_vit_b_checkpoint_with_vit_l_registry(vit_b_64):
@@ -232,12 +276,8 @@ def test_unknown_depth_is_reported(small_meta, tmp_path):
 
 
 # --- converted samjax folders ---------------------------------------------------------------
-def _small_params():
-    return {k: np.asarray(v) for k, v in flat_params(build_sam_from_spec(SMALL, rngs=nnx.Rngs(4))).items()}
-
-
 def test_save_load_sam_round_trip(tmp_path):
-    params = _small_params()
+    params = _random_params(SMALL, seed=4)
     folder = tmp_path / "converted"
     ckpt.save_sam(folder, params, "vit_b", 64, source="unit-test")
     assert ckpt.is_checkpoint_dir(folder)
