@@ -205,7 +205,7 @@ class SamPredictor:
             m[:b] = mask_input[:, 0]
             args["masks"] = m
         low_res, iou = self._decode(self._state, self.features, multimask_output=bool(multimask_output), **args)
-        low_res, iou = low_res[:b], iou[:b]
+        low_res, iou = low_res[:b].astype(jnp.float32), iou[:b].astype(jnp.float32)  # bf16 compute gives f32 out
         masks = self._postprocess(low_res, input_size=self.input_size, original_size=self.original_size)
         masks = np.asarray(masks)
         if not return_logits:

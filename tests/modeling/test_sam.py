@@ -57,3 +57,26 @@ def test_forward_matches_meta(models):
     for i in range(2):
         assert rel_err(low_res[i], ref[i]["low_res_logits"][0].numpy()) <= TOL
         assert rel_err(iou[i], ref[i]["iou_predictions"][0].numpy()) <= TOL
+
+
+def test_bfloat16_compute_keeps_fp32_params_and_outputs(models):
+    """``dtype=bfloat16`` computes in bf16 over fp32 parameters; the predictor still returns fp32."""
+    from flax import nnx
+
+    import samjax
+    from reference import sample_image
+    from samjax.params import assign_params, flat_params
+
+    _, ours = models
+    bf16 = nnx.eval_shape(lambda: samjax.build_sam_from_spec(SPEC, dtype=jnp.bfloat16))
+    assign_params(bf16, flat_params(ours))
+    assert all(v.dtype == jnp.float32 for v in flat_params(bf16).values())
+    outputs = []
+    for model in (ours, bf16):
+        pred = samjax.SamPredictor(model)
+        pred.set_image(sample_image())
+        outputs.append(pred.predict(box=np.array([10.0, 10.0, 100.0, 100.0]), return_logits=True))
+    assert pred.features.dtype == jnp.bfloat16
+    (m32, iou32, lr32), (m16, iou16, lr16) = outputs
+    assert m16.dtype == lr16.dtype == iou16.dtype == np.float32
+    assert 1e-4 < rel_err(lr16, lr32) < 5e-2  # bf16 rounding, but the same prediction
