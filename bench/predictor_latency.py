@@ -1,0 +1,114 @@
+"""Latency of interactive segmentation: samjax's SamPredictor next to Meta's PyTorch one.
+
+    python bench/predictor_latency.py --model-type vit_b --image-size 1024 --repeats 3
+
+Both run the same randomly initialized weights (speed does not depend on their values) on the same
+800x600 image. Reported: model build, first set_image (samjax: includes XLA compilation), steady
+set_image, one box prompt, and 64 box prompts in one batched call; the median of ``--repeats`` runs.
+Meta's side is skipped when torch / segment-anything are not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import jax
+import numpy as np
+
+import samjax
+from samjax.model_spec import get_spec
+
+
+def _timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_samjax(model_type: str, image_size: int, image: np.ndarray, boxes: np.ndarray, repeats: int) -> dict:
+    start = time.perf_counter()
+    model = samjax.sam_model_registry[model_type](image_size=image_size)
+    build = time.perf_counter() - start
+    pred = samjax.SamPredictor(model)
+
+    def set_image():
+        pred.set_image(image)
+        pred.features.block_until_ready()
+
+    first = _timed(set_image, 1)
+    pred.predict(box=boxes[0])  # compile the prompt programs once
+    pred.predict_batch(boxes=boxes)
+    return {
+        "build_s": build,
+        "first_set_image_s": first,
+        "set_image_s": _timed(set_image, repeats),
+        "predict_one_box_s": _timed(lambda: pred.predict(box=boxes[0]), repeats),
+        "predict_64_boxes_s": _timed(lambda: pred.predict_batch(boxes=boxes), repeats),
+    }
+
+
+def bench_meta(model_type: str, image_size: int, image: np.ndarray, boxes: np.ndarray, repeats: int) -> dict | None:
+    try:
+        import torch
+        from segment_anything import SamPredictor
+        from segment_anything.build_sam import _build_sam
+    except ImportError:
+        return None
+    spec = get_spec(model_type)
+    if image_size != 1024:
+        return None  # Meta's builder makes 1024 models only
+    start = time.perf_counter()
+    model = _build_sam(spec.encoder_embed_dim, spec.encoder_depth, spec.encoder_num_heads,
+                       list(spec.encoder_global_attn_indexes)).eval()
+    build = time.perf_counter() - start
+    pred = SamPredictor(model)
+    tboxes = pred.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float), image.shape[:2])
+
+    def batched():
+        with torch.no_grad():
+            pred.predict_torch(None, None, tboxes, multimask_output=True)
+
+    return {
+        "build_s": build,
+        "first_set_image_s": _timed(lambda: pred.set_image(image), 1),
+        "set_image_s": _timed(lambda: pred.set_image(image), repeats),
+        "predict_one_box_s": _timed(lambda: pred.predict(box=boxes[0]), repeats),
+        "predict_64_boxes_s": _timed(batched, repeats),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-type", default="vit_b")
+    parser.add_argument("--image-size", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-meta", action="store_true")
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    x0 = rng.uniform(0, 600, 64)
+    y0 = rng.uniform(0, 400, 64)
+    boxes = np.stack([x0, y0, x0 + rng.uniform(20, 200, 64), y0 + rng.uniform(20, 200, 64)], axis=1)
+
+    results = {
+        "device": str(jax.devices()[0].device_kind),
+        "platform": platform.processor() or platform.machine(),
+        "model_type": args.model_type,
+        "image_size": args.image_size,
+        "samjax": bench_samjax(args.model_type, args.image_size, image, boxes, args.repeats),
+    }
+    if not args.skip_meta:
+        results["meta_pytorch"] = bench_meta(args.model_type, args.image_size, image, boxes, args.repeats)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
