@@ -20,6 +20,7 @@ from samjax.modeling.image_encoder import ImageEncoderViT
 from samjax.modeling.mask_decoder import MaskDecoder
 from samjax.modeling.prompt_encoder import PromptEncoder
 from samjax.modeling.sam import Sam
+from samjax.modeling.tiny_vit import TinyViT
 from samjax.modeling.transformer import TwoWayTransformer
 from samjax.params import assign_params, check_params, param_shapes
 from samjax.weights import meta_sam
@@ -32,8 +33,18 @@ def build_sam_from_spec(spec: SamSpec, *, rngs: nnx.Rngs | None = None, dtype=jn
     rngs = rngs if rngs is not None else nnx.Rngs(0)
     grid = spec.grid_size
     kw = dict(rngs=rngs, dtype=dtype)
-    return Sam(
-        image_encoder=ImageEncoderViT(
+    if spec.encoder == "tiny_vit":
+        image_encoder = TinyViT(
+            img_size=spec.image_size,
+            embed_dims=spec.tiny_embed_dims,
+            depths=spec.tiny_depths,
+            num_heads=spec.tiny_num_heads,
+            window_sizes=spec.tiny_window_sizes,
+            out_chans=spec.prompt_embed_dim,
+            **kw,
+        )
+    else:
+        image_encoder = ImageEncoderViT(
             img_size=spec.image_size,
             patch_size=spec.patch_size,
             embed_dim=spec.encoder_embed_dim,
@@ -43,7 +54,9 @@ def build_sam_from_spec(spec: SamSpec, *, rngs: nnx.Rngs | None = None, dtype=jn
             window_size=spec.window_size,
             global_attn_indexes=spec.encoder_global_attn_indexes,
             **kw,
-        ),
+        )
+    return Sam(
+        image_encoder=image_encoder,
         prompt_encoder=PromptEncoder(
             spec.prompt_embed_dim, (grid, grid), (spec.image_size, spec.image_size), spec.mask_in_chans, **kw
         ),
@@ -72,8 +85,10 @@ def convert_meta_state_dict(state_dict: dict[str, np.ndarray], source: str) -> t
     shape that variant has at that size, reported in the checkpoint's own names and layout.
     """
     spec = meta_sam.detect_spec(state_dict)
-    check_params(state_dict, meta_sam.meta_shapes(spec, expected_shapes(spec)), source=source)
-    return spec, meta_sam.from_meta(state_dict, spec)
+    unused = meta_sam.unused_meta_tensors(spec)
+    used = {k: v for k, v in state_dict.items() if k not in unused}
+    check_params(used, meta_sam.meta_shapes(spec, expected_shapes(spec)), source=source)
+    return spec, meta_sam.from_meta(used, spec)
 
 
 def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[SamSpec, dict[str, np.ndarray]]:
@@ -135,4 +150,4 @@ def _registry_entry(model_type: str):
     return build
 
 
-sam_model_registry = {name: _registry_entry(name) for name in ("default", "vit_h", "vit_l", "vit_b")}
+sam_model_registry = {name: _registry_entry(name) for name in ("default", "vit_h", "vit_l", "vit_b", "vit_t")}

@@ -10,7 +10,8 @@ class SamSpec:
     """Architecture of one SAM variant.
 
     ``image_size`` is the side of the square encoder input; the image embedding is
-    ``image_size / patch_size`` on a side and the low-resolution masks 4x that.
+    ``image_size / patch_size`` on a side and the low-resolution masks 4x that. ``encoder`` is
+    ``"vit"`` (SAM's ViT, the ``encoder_*`` fields) or ``"tiny_vit"`` (MobileSAM, the ``tiny_*`` fields).
     """
 
     name: str
@@ -29,6 +30,11 @@ class SamSpec:
     num_multimask_outputs: int = 3
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 256
+    encoder: str = "vit"
+    tiny_embed_dims: tuple[int, ...] = (64, 128, 160, 320)
+    tiny_depths: tuple[int, ...] = (2, 2, 6, 2)
+    tiny_num_heads: tuple[int, ...] = (2, 4, 5, 10)
+    tiny_window_sizes: tuple[int, ...] = (7, 7, 14, 7)
 
     @property
     def grid_size(self) -> int:
@@ -46,6 +52,7 @@ SPECS: dict[str, SamSpec] = {
     "vit_b": SamSpec("vit_b", 768, 12, 12, (2, 5, 8, 11)),
     "vit_l": SamSpec("vit_l", 1024, 24, 16, (5, 11, 17, 23)),
     "vit_h": SamSpec("vit_h", 1280, 32, 16, (7, 15, 23, 31)),
+    "vit_t": SamSpec("vit_t", 0, 0, 0, (), encoder="tiny_vit"),
 }
 ALIASES = {"default": "vit_h"}
 

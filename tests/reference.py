@@ -67,8 +67,16 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     embeddings = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)}
     for name, t in sorted(model.state_dict(keep_vars=True).items()):
+        if not t.is_floating_point():  # batch norm's num_batches_tracked
+            continue
         noise = torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.dtype)
-        if "rel_pos" in name:
+        if name.endswith("running_var"):
+            t.copy_(0.5 + noise.abs())
+        elif name.endswith("running_mean"):
+            t.copy_(0.2 * noise)
+        elif "attention_biases" in name:
+            t.copy_(noise)
+        elif "rel_pos" in name:
             t.copy_(0.1 * noise)
         elif name.endswith("pos_embed"):
             t.copy_(0.5 * noise)

@@ -54,14 +54,10 @@ ENCODER_BLOCK = [
     *_linear("mlp.lin2", "mlp.lin2"),
 ]
 
-ENCODER_STEM_AND_NECK = [
+ENCODER_STEM = [
     ("pos_embed", "pos_embed", "copy"),
     ("patch_embed.proj.weight", "patch_embed.kernel", "conv"),
     ("patch_embed.proj.bias", "patch_embed.bias", "copy"),
-    ("neck.0.weight", "neck_conv1.kernel", "conv"),
-    *_norm("neck.1", "neck_norm1"),
-    ("neck.2.weight", "neck_conv2.kernel", "conv"),
-    *_norm("neck.3", "neck_norm2"),
 ]
 
 PROMPT_ENCODER = [
@@ -104,6 +100,70 @@ MASK_DECODER_HEADS = [
 ]
 
 
+def _conv_bn(meta: str, ours: str) -> list[tuple[str, str, str]]:
+    """MobileSAM's ``Conv2d_BN``: a bias-free conv and an unfolded batch norm."""
+    return [
+        (f"{meta}.c.weight", f"{ours}.c.kernel", "conv"),
+        (f"{meta}.bn.weight", f"{ours}.bn_scale", "copy"),
+        (f"{meta}.bn.bias", f"{ours}.bn_bias", "copy"),
+        (f"{meta}.bn.running_mean", f"{ours}.bn_mean", "copy"),
+        (f"{meta}.bn.running_var", f"{ours}.bn_var", "copy"),
+    ]
+
+
+NECK = [
+    ("neck.0.weight", "neck_conv1.kernel", "conv"),
+    *_norm("neck.1", "neck_norm1"),
+    ("neck.2.weight", "neck_conv2.kernel", "conv"),
+    *_norm("neck.3", "neck_norm2"),
+]
+
+TINY_VIT_BLOCK = [
+    ("attn.attention_biases", "attn.attention_biases", "copy"),
+    *_norm("attn.norm", "attn.norm"),
+    *_linear("attn.qkv", "attn.qkv"),
+    *_linear("attn.proj", "attn.proj"),
+    *_norm("mlp.norm", "mlp.norm"),
+    *_linear("mlp.fc1", "mlp.fc1"),
+    *_linear("mlp.fc2", "mlp.fc2"),
+    *_conv_bn("local_conv", "local_conv"),
+]
+
+MBCONV_BLOCK = [row for i in (1, 2, 3) for row in _conv_bn(f"conv{i}", f"conv{i}")]
+
+
+def _tiny_vit_rows(spec: SamSpec) -> list[tuple[str, str, str]]:
+    rows = [*_conv_bn("patch_embed.seq.0", "patch_embed_conv1"), *_conv_bn("patch_embed.seq.2", "patch_embed_conv2")]
+    for i, depth in enumerate(spec.tiny_depths):
+        block = MBCONV_BLOCK if i == 0 else TINY_VIT_BLOCK
+        for j in range(depth):
+            rows += [(f"layers.{i}.blocks.{j}.{m}", f"layers.{i}.{j}.{o}", lay) for m, o, lay in block]
+        if i < len(spec.tiny_depths) - 1:
+            rows += [(f"layers.{i}.downsample.{m}", f"downsamples.{i}.{o}", lay) for m, o, lay in MBCONV_BLOCK]
+    return rows + NECK
+
+
+def unused_meta_tensors(spec: SamSpec) -> dict[str, np.ndarray]:
+    """Tensors of Meta-format checkpoints that SAM never reads: dropped on import, written on export.
+
+    MobileSAM's TinyViT keeps its ImageNet head (``norm_head``, ``head``) and each batch norm's
+    ``num_batches_tracked`` counter; they do not affect any output.
+    """
+    if spec.encoder != "tiny_vit":
+        return {}
+    width = spec.tiny_embed_dims[-1]
+    extras = {
+        "image_encoder.norm_head.weight": np.ones(width, np.float32),
+        "image_encoder.norm_head.bias": np.zeros(width, np.float32),
+        "image_encoder.head.weight": np.zeros((1000, width), np.float32),
+        "image_encoder.head.bias": np.zeros(1000, np.float32),
+    }
+    for meta, _, _ in _tiny_vit_rows(spec):
+        if meta.endswith(".bn.running_var"):
+            extras[f"image_encoder.{meta[: -len('running_var')]}num_batches_tracked"] = np.array(0, np.int64)
+    return extras
+
+
 def name_table(spec: SamSpec) -> list[Row]:
     """Every parameter of ``spec`` as a (Meta name, samjax name, layout) row."""
     rows: list[Row] = []
@@ -111,9 +171,13 @@ def name_table(spec: SamSpec) -> list[Row]:
     def add(meta_prefix: str, ours_prefix: str, block: list[tuple[str, str, str]]):
         rows.extend(Row(f"{meta_prefix}{m}", f"{ours_prefix}{o}", lay) for m, o, lay in block)
 
-    add("image_encoder.", "image_encoder.", ENCODER_STEM_AND_NECK)
-    for i in range(spec.encoder_depth):
-        add(f"image_encoder.blocks.{i}.", f"image_encoder.blocks.{i}.", ENCODER_BLOCK)
+    if spec.encoder == "tiny_vit":
+        add("image_encoder.", "image_encoder.", _tiny_vit_rows(spec))
+    else:
+        add("image_encoder.", "image_encoder.", ENCODER_STEM)
+        for i in range(spec.encoder_depth):
+            add(f"image_encoder.blocks.{i}.", f"image_encoder.blocks.{i}.", ENCODER_BLOCK)
+        add("image_encoder.", "image_encoder.", NECK)
     add("prompt_encoder.", "prompt_encoder.", PROMPT_ENCODER)
     for i in range(spec.decoder_depth):
         add(f"mask_decoder.transformer.layers.{i}.", f"mask_decoder.transformer.layers.{i}.", TWO_WAY_BLOCK)
@@ -162,6 +226,8 @@ def _check_names(found: set[str], expected: set[str], what: str, shapes: dict[st
 
 def detect_spec(state_dict: dict[str, np.ndarray]) -> SamSpec:
     """Infers the SAM variant and image size of a Meta-format state dict from its shapes."""
+    if "image_encoder.patch_embed.seq.0.c.weight" in state_dict:  # MobileSAM's TinyViT (runs at 1024)
+        return SPECS["vit_t"]
     try:
         width = state_dict["image_encoder.patch_embed.proj.weight"].shape[0]
         patch = state_dict["image_encoder.patch_embed.proj.weight"].shape[-1]
@@ -190,6 +256,8 @@ def from_meta(state_dict: dict[str, np.ndarray], spec: SamSpec) -> dict[str, np.
             f"blocks), not {spec.name}; pass model type {found.name!r}"
         )
     rows = name_table(spec)
+    unused = unused_meta_tensors(spec)
+    state_dict = {k: v for k, v in state_dict.items() if k not in unused}
     shapes = {k: v.shape for k, v in state_dict.items()}
     _check_names(set(state_dict), {r.meta for r in rows}, "checkpoint", shapes)
     out = {}
@@ -221,5 +289,6 @@ def to_meta(params: dict[str, np.ndarray], spec: SamSpec) -> dict[str, np.ndarra
     rows = name_table(spec)
     shapes = {k: np.shape(v) for k, v in params.items()}
     _check_names(set(params), {r.samjax for r in rows}, "parameters", shapes)
-    return {r.meta: np.ascontiguousarray(_TO_META[r.layout](np.asarray(params[r.samjax]))) for r in rows}
+    out = {r.meta: np.ascontiguousarray(_TO_META[r.layout](np.asarray(params[r.samjax]))) for r in rows}
+    return {**out, **unused_meta_tensors(spec)}
 
