@@ -1,7 +1,8 @@
 """Builds SAM models, Meta-style: ``sam_model_registry["vit_b"](checkpoint=..., image_size=...)``.
 
-``checkpoint`` is a converted samjax folder (``convert_weights/convert_sam.py``) or one of Meta's
-``.pth`` files, read safely without PyTorch. ``image_size=None`` builds the size the checkpoint was
+``checkpoint`` is a converted samjax folder (``convert_weights/convert_sam.py``), one of Meta's or
+MobileSAM's ``.pth`` files (read safely without PyTorch), a ``.safetensors`` file, or a Hugging Face
+``SamModel`` folder. ``image_size=None`` builds the size the checkpoint was
 trained at; another size resizes the position embeddings (``samjax.weights.resize_pos``).
 """
 
@@ -25,7 +26,8 @@ from samjax.modeling.transformer import TwoWayTransformer
 from samjax.params import assign_params, check_params, param_shapes
 from samjax.weights import meta_sam
 from samjax.weights.resize_pos import resize_position_embeddings
-from samjax.weights.torch_pickle import CheckpointError, find_state_dict, load_pth
+from samjax.weights.load import read_state_dict
+from samjax.weights.torch_pickle import CheckpointError
 
 
 def build_sam_from_spec(spec: SamSpec, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32) -> Sam:
@@ -92,18 +94,19 @@ def convert_meta_state_dict(state_dict: dict[str, np.ndarray], source: str) -> t
 
 
 def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[SamSpec, dict[str, np.ndarray]]:
-    """Reads and validates a samjax folder or a Meta ``.pth``.
+    """Reads and validates a samjax folder, or any checkpoint ``samjax.weights.load`` reads.
 
     Returns the spec the checkpoint was trained with (its image size included) and its flat samjax
     params, checked against that spec: nothing is resized or reinterpreted yet.
     """
     path = os.fspath(checkpoint)
-    if os.path.isdir(path):
+    if ckpt.is_checkpoint_dir(path) or os.path.isdir(os.path.join(path, "params")):
         meta, params = ckpt.load_sam(path)
         spec = get_spec(meta["model_type"]).replace(image_size=int(meta["image_size"]))
         check_params(params, expected_shapes(spec), source=path)
         return spec, params
-    return convert_meta_state_dict(find_state_dict(load_pth(path), path), path)
+    state_dict, _ = read_state_dict(path)
+    return convert_meta_state_dict(state_dict, path)
 
 
 def build_sam(

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"masks predicted in {time.time() - start:.2f}s; predicted IoU {np.round(scores, 3).tolist()}")
+    print(f"masks predicted in {time.time() - start:.2f}s; predicted IoU {', '.join(f'{v:.3f}' for v in scores)}")
     chosen = masks if args.multimask else masks[np.argmax(scores)][None]
     rgb = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
     picture = draw_prompts(overlay_masks(rgb, chosen), coords, labels, box)

@@ -84,7 +84,7 @@ def randomize_(model: torch.nn.Module, seed: int) -> None:
             t.copy_(1.0 + 0.2 * noise)
         elif t.ndim == 1:  # biases
             t.copy_(0.2 * noise)
-        elif name in embeddings or name.endswith("positional_encoding_gaussian_matrix"):
+        elif name in embeddings or name.endswith(("positional_encoding_gaussian_matrix", "positional_embedding")):
             t.copy_(noise)
         else:  # linear / conv kernels: unit gain
             fan_in = t.shape[1] * int(np.prod(t.shape[2:])) if "output_upscaling" not in name else t.shape[0]

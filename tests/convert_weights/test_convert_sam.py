@@ -32,7 +32,7 @@ def test_convert_and_export_round_trip(meta_vit_b_1024, tmp_path):
     folder = tmp_path / "sam_vit_b"
     done = run_script("convert_sam.py", "--checkpoint", pth, "--model-type", "vit_b", "--output", str(folder))
     assert done.returncode == 0, done.stderr
-    assert "converted SAM vit_b (image size 1024" in done.stdout
+    assert "converted SAM vit_b (meta format, image size 1024" in done.stdout
     assert (folder / "samjax.json").is_file()
 
     from_folder = flat_params(samjax.sam_model_registry["vit_b"](checkpoint=str(folder)))
