@@ -26,7 +26,7 @@ from samjax.checkpoint import save_sam
 from samjax.model_spec import SPECS, get_spec
 from samjax.weights import meta_sam
 from samjax.weights.load import read_state_dict
-from samjax.weights.torch_pickle import CheckpointError
+from samjax.errors import CheckpointError
 
 
 def convert(checkpoint: str, output: str, model_type: str | None = None) -> dict:

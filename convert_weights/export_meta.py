@@ -15,7 +15,7 @@ import sys
 from samjax.checkpoint import load_sam
 from samjax.model_spec import get_spec
 from samjax.weights import meta_sam
-from samjax.weights.torch_pickle import CheckpointError
+from samjax.errors import CheckpointError
 
 
 def export(checkpoint: str, output: str) -> dict:

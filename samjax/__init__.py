@@ -4,7 +4,7 @@ from samjax.build_sam import build_sam, build_sam_from_spec, sam_model_registry
 from samjax.model_spec import SamSpec, get_spec
 from samjax.modeling.sam import Sam
 from samjax.predictor import SamPredictor
-from samjax.weights.torch_pickle import CheckpointError, UnsafeCheckpointError
+from samjax.errors import CheckpointError, UnsafeCheckpointError
 
 __all__ = [
     "CheckpointError",

@@ -27,7 +27,7 @@ from samjax.params import assign_params, check_params, param_shapes
 from samjax.weights import meta_sam
 from samjax.weights.resize_pos import resize_position_embeddings
 from samjax.weights.load import read_state_dict
-from samjax.weights.torch_pickle import CheckpointError
+from samjax.errors import CheckpointError
 
 
 def build_sam_from_spec(spec: SamSpec, *, rngs: nnx.Rngs | None = None, dtype=jnp.float32) -> Sam:

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import orbax.checkpoint as ocp
 
-from samjax.weights.torch_pickle import CheckpointError
+from samjax.errors import CheckpointError
 
 FORMAT = "samjax-sam"
 VERSION = 1

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from samjax.weights.torch_pickle import CheckpointError
+from samjax.errors import CheckpointError
 
 
 def _flat_variables(model: nnx.Module) -> dict[str, nnx.Variable]:

@@ -20,7 +20,7 @@ from PIL import Image
 from samjax.build_sam import sam_model_registry
 from samjax.overlay import draw_prompts, overlay_masks, save_png
 from samjax.predictor import SamPredictor
-from samjax.weights.torch_pickle import CheckpointError
+from samjax.errors import CheckpointError
 
 DEFAULT_BOX = (130, 90, 270, 310)  # the phantom's left ventricle region, in a 400x400 image
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from samjax.model_spec import SamSpec
 from samjax.weights import meta_sam
-from samjax.weights.torch_pickle import CheckpointError
+from samjax.errors import CheckpointError
 
 HF_PREFIX = "vision_encoder."
 _TIED = "prompt_encoder.shared_embedding.positional_embedding"  # tied to shared_image_embedding

@@ -17,7 +17,8 @@ import numpy as np
 
 from samjax.weights import hf_sam
 from samjax.weights.safetensors_file import load_safetensors
-from samjax.weights.torch_pickle import CheckpointError, find_state_dict, load_pth
+from samjax.errors import CheckpointError
+from samjax.weights.torch_pickle import find_state_dict, load_pth
 
 
 def _hf_folder_files(folder: str) -> list[str]:

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from samjax.model_spec import SPECS, SamSpec
-from samjax.weights.torch_pickle import CheckpointError
+from samjax.errors import CheckpointError
 
 
 class Row(NamedTuple):

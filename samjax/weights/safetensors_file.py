@@ -14,7 +14,7 @@ import struct
 
 import numpy as np
 
-from samjax.weights.torch_pickle import CheckpointError
+from samjax.errors import CheckpointError
 
 try:
     from ml_dtypes import bfloat16 as _bfloat16
