@@ -24,7 +24,6 @@ import numpy as np
 from samjax.build_sam import convert_meta_state_dict
 from samjax.checkpoint import save_sam
 from samjax.model_spec import SPECS, get_spec
-from samjax.weights import meta_sam
 from samjax.weights.load import read_state_dict
 from samjax.errors import CheckpointError
 
@@ -32,13 +31,9 @@ from samjax.errors import CheckpointError
 def convert(checkpoint: str, output: str, model_type: str | None = None) -> dict:
     """Converts ``checkpoint`` into the folder ``output``; returns what was written."""
     state_dict, source_format = read_state_dict(checkpoint)
-    spec = meta_sam.detect_spec(state_dict)
-    if model_type is not None and get_spec(model_type).name != spec.name:
-        raise CheckpointError(
-            f"{checkpoint} holds SAM {spec.name} ({spec.encoder_embed_dim} wide, {spec.encoder_depth} blocks), "
-            f"not {model_type}; pass --model-type {spec.name}"
-        )
     spec, params = convert_meta_state_dict(state_dict, checkpoint)
+    if model_type is not None and get_spec(model_type).name != spec.name:
+        raise CheckpointError(f"{checkpoint} holds SAM {spec.name}, not {model_type}; pass --model-type {spec.name}")
     save_sam(output, params, spec.name, spec.image_size, source=os.path.basename(os.path.normpath(checkpoint)),
              source_format=source_format)
     return {

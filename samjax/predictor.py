@@ -25,6 +25,37 @@ def _bucket(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
+# The programs are module-level and take the model's graph definition as a static argument, so every
+# predictor over the same architecture shares one compilation cache.
+@functools.partial(jax.jit, static_argnums=0)
+def _embed(graphdef, state, image, input_hw):
+    """``image (1, S, S, 3)`` uint8, zero beyond ``input_hw`` -> embedding ``(1, g, g, C)``."""
+    model = nnx.merge(graphdef, state)
+    rows = jnp.arange(image.shape[1])[:, None] < input_hw[0]
+    cols = jnp.arange(image.shape[2])[None, :] < input_hw[1]
+    x = jnp.where((rows & cols)[None, :, :, None], model.normalize(image), 0.0)  # Meta pads after normalizing
+    return model.image_encoder(x)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("graphdef", "multimask_output", "input_size", "original_size", "return_logits")
+)
+def _predict(graphdef, state, features, coords, labels, boxes, box_mask, masks, *,
+             multimask_output, input_size, original_size, return_logits):
+    """Prompt encoder, mask decoder and post-processing for a padded prompt batch."""
+    model = nnx.merge(graphdef, state)
+    points = None if coords is None else (coords, labels)
+    sparse, sparse_mask, dense = model.prompt_encoder(points, boxes, masks, box_mask)
+    low_res, iou = model.mask_decoder(
+        features, model.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output, sparse_mask
+    )
+    low_res, iou = low_res.astype(jnp.float32), iou.astype(jnp.float32)  # fp32 out under bf16 compute
+    full = model.postprocess_masks(low_res, input_size, original_size)
+    if not return_logits:
+        full = full > model.mask_threshold
+    return full, iou, low_res
+
+
 class SamPredictor:
     """Predicts masks for one image at a time from points, boxes and masks.
 
@@ -36,31 +67,7 @@ class SamPredictor:
         self.model = sam_model
         self.transform = ResizeLongestSide(sam_model.img_size)
         self._graphdef = nnx.graphdef(sam_model)
-        self._encode = jax.jit(self._encode_fn)
-        self._decode = jax.jit(self._decode_fn, static_argnames=("multimask_output",))
-        self._postprocess = jax.jit(self._postprocess_fn, static_argnames=("input_size", "original_size"))
         self.reset_image()
-
-    # --- jitted programs -------------------------------------------------------------------
-    def _encode_fn(self, state, image, input_hw):
-        """``image (1, S, S, 3)`` uint8, zero beyond ``input_hw`` -> embedding ``(1, g, g, C)``."""
-        model = nnx.merge(self._graphdef, state)
-        x = (image.astype(jnp.float32) - jnp.asarray(model.pixel_mean)) / jnp.asarray(model.pixel_std)
-        rows = jnp.arange(x.shape[1])[:, None] < input_hw[0]
-        cols = jnp.arange(x.shape[2])[None, :] < input_hw[1]
-        x = jnp.where((rows & cols)[None, :, :, None], x, 0.0)  # Meta pads after normalizing
-        return model.image_encoder(x)
-
-    def _decode_fn(self, state, features, coords, labels, boxes, box_mask, masks, multimask_output):
-        model = nnx.merge(self._graphdef, state)
-        points = None if coords is None else (coords, labels)
-        sparse, sparse_mask, dense = model.prompt_encoder(points, boxes, masks, box_mask)
-        return model.mask_decoder(
-            features, model.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output, sparse_mask
-        )
-
-    def _postprocess_fn(self, low_res, input_size, original_size):
-        return self.model.postprocess_masks(low_res, input_size, original_size)
 
     # --- image -----------------------------------------------------------------------------
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
@@ -81,7 +88,7 @@ class SamPredictor:
         padded = np.zeros((1, size, size, 3), np.uint8)
         padded[0, : input_image.shape[0], : input_image.shape[1]] = input_image
         self._state = nnx.state(self.model)
-        self.features = self._encode(self._state, padded, np.array(input_image.shape[:2], np.int32))
+        self.features = _embed(self._graphdef, self._state, padded, np.array(input_image.shape[:2], np.int32))
         self.original_size = tuple(int(s) for s in image.shape[:2])
         self.input_size = tuple(int(s) for s in input_image.shape[:2])
         self.is_image_set = True
@@ -204,19 +211,19 @@ class SamPredictor:
             m = np.zeros((bb, *lr), np.float32)
             m[:b] = mask_input[:, 0]
             args["masks"] = m
-        low_res, iou = self._decode(self._state, self.features, multimask_output=bool(multimask_output), **args)
-        low_res, iou = low_res[:b].astype(jnp.float32), iou[:b].astype(jnp.float32)  # bf16 compute gives f32 out
-        masks = self._postprocess(low_res, input_size=self.input_size, original_size=self.original_size)
-        masks = np.asarray(masks)
-        if not return_logits:
-            masks = masks > self.model.mask_threshold
-        return masks, np.asarray(iou, np.float32), np.asarray(low_res, np.float32)
+        masks, iou, low_res = _predict(
+            self._graphdef, self._state, self.features, **args, multimask_output=bool(multimask_output),
+            input_size=self.input_size, original_size=self.original_size, return_logits=bool(return_logits),
+        )
+        return np.asarray(masks[:b]), np.asarray(iou[:b]), np.asarray(low_res[:b])
 
     # --- validation ------------------------------------------------------------------------
     def _check_points(self, coords, labels, batched: bool) -> tuple[np.ndarray, np.ndarray]:
         lead = "(B, N, 2)" if batched else "(N, 2)"
         if coords is None or labels is None:
-            raise ValueError("point_coords and point_labels must be given together (labels: 1 foreground, 0 background)")
+            raise ValueError(
+                "point_coords and point_labels must be given together (labels: 1 foreground, 0 background)"
+            )
         coords = np.asarray(coords, np.float64)
         labels = np.asarray(labels)
         ndim = 3 if batched else 2
@@ -225,7 +232,9 @@ class SamPredictor:
         if labels.shape != coords.shape[:-1]:
             raise ValueError(f"point_labels must have shape {coords.shape[:-1]} to match point_coords, got {labels.shape}")
         if not np.all(np.isin(labels, (0, 1, -1))):
-            raise ValueError(f"point_labels must be 1 (foreground) or 0 (background), got values {np.unique(labels)}")
+            raise ValueError(
+                f"point_labels must be 1 (foreground), 0 (background) or -1 (ignored), got values {np.unique(labels)}"
+            )
         self._check_inside(coords.reshape(-1, 2), "point")
         return coords, labels.astype(np.int32)
 

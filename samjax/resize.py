@@ -28,15 +28,7 @@ def _source_index(out_size: int, in_size: int) -> np.ndarray:
 @functools.lru_cache(maxsize=128)
 def linear_matrix(in_size: int, out_size: int) -> np.ndarray:
     """``(out_size, in_size)`` weights of 1-D linear interpolation (PyTorch, ``align_corners=False``)."""
-    src = np.maximum(_source_index(out_size, in_size), 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
-    i1 = np.minimum(i0 + 1, in_size - 1)
-    lam = src - i0
-    m = np.zeros((out_size, in_size), np.float64)
-    rows = np.arange(out_size)
-    np.add.at(m, (rows, i0), 1.0 - lam)
-    np.add.at(m, (rows, i1), lam)
-    return m.astype(np.float32)
+    return _linear_matrix64(in_size, out_size).astype(np.float32)
 
 
 def _cubic_weights(t: np.ndarray) -> np.ndarray:
@@ -68,6 +60,29 @@ def cubic_matrix(in_size: int, out_size: int) -> np.ndarray:
     return m.astype(np.float32)
 
 
+@functools.lru_cache(maxsize=64)
+def upscale_crop_resize_matrix(low: int, padded: int, valid: int, out: int) -> np.ndarray:
+    """``(out, low)`` weights of SAM's post-processing along one axis, as one matrix.
+
+    Equals: linear resize ``low -> padded``, keep the first ``valid`` rows (the padding is cropped),
+    linear resize ``valid -> out``; composed in float64, so two resizes cost one small matmul.
+    """
+    up = _linear_matrix64(low, padded)[:valid]
+    return (_linear_matrix64(valid, out) @ up).astype(np.float32)
+
+
+def _linear_matrix64(in_size: int, out_size: int) -> np.ndarray:
+    src = np.maximum(_source_index(out_size, in_size), 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    lam = src - i0
+    m = np.zeros((out_size, in_size), np.float64)
+    rows = np.arange(out_size)
+    np.add.at(m, (rows, i0), 1.0 - lam)
+    np.add.at(m, (rows, i1), lam)
+    return m
+
+
 def resize_2d(x, size: tuple[int, int], axes: tuple[int, int], mode: str = "bilinear"):
     """Resizes two axes of ``x`` (NumPy or JAX) to ``size`` like PyTorch's ``F.interpolate``.
 
@@ -82,7 +97,7 @@ def resize_2d(x, size: tuple[int, int], axes: tuple[int, int], mode: str = "bili
     mh = builder(x.shape[ah], size[0])
     mw = builder(x.shape[aw], size[1])
     x = xp.moveaxis(x, (ah, aw), (-2, -1))
-    y = xp.matmul(xp.matmul(mh.astype(x.dtype), x), mw.T.astype(x.dtype))
+    y = _matmul(_matmul(mh.astype(x.dtype), x), mw.T.astype(x.dtype))
     return xp.moveaxis(y, (-2, -1), (ah, aw))
 
 
@@ -90,5 +105,12 @@ def resize_1d(x, size: int, axis: int = 0):
     """Linear resize of one axis (PyTorch ``F.interpolate(mode="linear", align_corners=False)``)."""
     xp = jnp if isinstance(x, jax.Array) else np
     x = xp.moveaxis(x, axis, -1)
-    y = xp.matmul(x, linear_matrix(x.shape[-1], size).T.astype(x.dtype))
+    y = _matmul(x, linear_matrix(x.shape[-1], size).T.astype(x.dtype))
     return xp.moveaxis(y, -1, axis)
+
+
+def _matmul(a, b):
+    """Full-precision matmul (accelerators may otherwise drop fp32 matmuls to bf16 passes)."""
+    if isinstance(a, jax.Array) or isinstance(b, jax.Array):
+        return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+    return np.matmul(a, b)

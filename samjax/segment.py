@@ -26,15 +26,21 @@ DEFAULT_BOX = (130, 90, 270, 310)  # the phantom's left ventricle region, in a 4
 
 
 def load_image(path: str | None) -> np.ndarray:
-    """An image file as uint8 (grayscale or RGB); 16-bit and float images are min-max scaled."""
+    """An image file as uint8 grayscale or RGB.
+
+    Palette and alpha images are converted to RGB / grayscale; 16-bit, integer and float images are
+    scaled to 0-255 between their 0.5th and 99.5th intensity percentiles.
+    """
     if path is None:
         from skimage.data import shepp_logan_phantom
 
         return (shepp_logan_phantom() * 255 + 0.5).astype(np.uint8)
     with Image.open(path) as im:
+        if im.mode in ("P", "PA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
+            im = im.convert("RGB")
+        elif im.mode == "LA":
+            im = im.convert("L")
         arr = np.asarray(im)
-    if arr.ndim == 3 and arr.shape[-1] == 4:
-        arr = arr[..., :3]
     if arr.dtype != np.uint8:
         arr = arr.astype(np.float64)
         lo, hi = np.percentile(arr, (0.5, 99.5))
@@ -91,14 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"built SAM {args.model_type} at {model.img_size}x{model.img_size} in {time.time() - start:.1f}s")
 
     predictor = SamPredictor(model)
-    start = time.time()
-    predictor.set_image(image)
-    predictor.features.block_until_ready()
-    print(f"image {image.shape[1]}x{image.shape[0]} embedded in {time.time() - start:.1f}s")
     try:
         start = time.time()
+        predictor.set_image(image)
+        predictor.features.block_until_ready()
+        print(f"image {image.shape[1]}x{image.shape[0]} embedded in {time.time() - start:.1f}s")
+        start = time.time()
         masks, scores, _ = predictor.predict(coords, labels, box, multimask_output=True)
-    except ValueError as e:
+    except (TypeError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"masks predicted in {time.time() - start:.2f}s; predicted IoU {', '.join(f'{v:.3f}' for v in scores)}")

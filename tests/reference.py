@@ -13,7 +13,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 
 from samjax.build_sam import build_sam_from_spec
 from samjax.model_spec import SamSpec
-from samjax.params import assign_params, param_shapes
+from samjax.params import assign_params
 from samjax.weights import meta_sam
 from flax import nnx
 

@@ -1,8 +1,9 @@
 """Building blocks shared by SAM's components, with logical axis names on every parameter.
 
-All spatial tensors are channels-last (NHWC). Parameters carry logical axis names (``"embed"``,
-``"heads"``, ``"mlp"``, ...) as metadata only; ``samjax.parallel`` (the one place sharding is decided)
-maps them onto a device mesh. ``eager_sharding=False`` keeps model construction mesh-free.
+All spatial tensors are channels-last (NHWC). The encoders' and transformers' large parameters carry
+logical axis names (``"embed"``, ``"heads"``, ``"mlp"``) as metadata only; the sharding rules of the
+training code map them onto a device mesh, and unnamed (small) parameters are replicated.
+``eager_sharding=False`` keeps model construction mesh-free.
 """
 
 from __future__ import annotations
@@ -119,9 +120,9 @@ class ConvTranspose2x2(nnx.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype: Dtype = jnp.float32):
-        init = nnx.initializers.lecun_normal(in_axis=2, out_axis=3)
+        init = with_axes(nnx.initializers.lecun_normal(in_axis=2, out_axis=3), (None, None, "embed", None))
         self.kernel = nnx.Param(init(rngs.params(), (2, 2, in_features, out_features), jnp.float32))
-        self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
+        self.bias = nnx.Param(with_axes(zeros_init, (None,))(rngs.params(), (out_features,), jnp.float32))
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -12,7 +12,7 @@ from flax import nnx
 from samjax.modeling.image_encoder import ImageEncoderViT
 from samjax.modeling.mask_decoder import MaskDecoder
 from samjax.modeling.prompt_encoder import PromptEncoder
-from samjax.resize import resize_2d
+from samjax.resize import upscale_crop_resize_matrix
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -49,9 +49,13 @@ class Sam(nnx.Module):
     def img_size(self) -> int:
         return self.image_encoder.img_size
 
+    def normalize(self, x: jax.Array) -> jax.Array:
+        """0-255 RGB pixels ``(..., 3)`` -> zero mean, unit variance (float32)."""
+        return (x.astype(jnp.float32) - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
+
     def preprocess(self, x: jax.Array) -> jax.Array:
         """Normalizes ``(B, h, w, 3)`` 0-255 pixels and zero-pads bottom-right to ``img_size``."""
-        x = (x.astype(jnp.float32) - jnp.asarray(self.pixel_mean)) / jnp.asarray(self.pixel_std)
+        x = self.normalize(x)
         h, w = x.shape[1:3]
         if h > self.img_size or w > self.img_size:
             raise ValueError(f"image {h}x{w} is larger than the model input {self.img_size}; resize it first")
@@ -62,11 +66,15 @@ class Sam(nnx.Module):
     ) -> jax.Array:
         """Upscales low-resolution mask logits ``(B, M, h, w)`` to ``(B, M, *original_size)``.
 
-        As Meta: bilinear to the padded input size, crop the padding, bilinear to the original size.
+        As Meta: bilinear to the padded input size, crop the padding, bilinear to the original size;
+        the three steps are composed into one matrix per axis (``resize.upscale_crop_resize_matrix``).
         """
-        masks = resize_2d(masks, (self.img_size, self.img_size), axes=(-2, -1))
-        masks = masks[..., : input_size[0], : input_size[1]]
-        return resize_2d(masks, tuple(original_size), axes=(-2, -1))
+        h, w = masks.shape[-2:]
+        mh = upscale_crop_resize_matrix(h, self.img_size, input_size[0], original_size[0])
+        mw = upscale_crop_resize_matrix(w, self.img_size, input_size[1], original_size[1])
+        hi = jax.lax.Precision.HIGHEST
+        masks = jnp.matmul(jnp.asarray(mh, masks.dtype), masks, precision=hi)
+        return jnp.matmul(masks, jnp.asarray(mw.T, masks.dtype), precision=hi)
 
     def __call__(
         self,

@@ -8,7 +8,6 @@ Tolerance as in test_sam_parity.py: max |samjax - Meta| / max |Meta| <= 1e-3 in 
 import numpy as np
 import pytest
 import segment_anything
-import torch
 import torch.nn.functional as F
 
 import samjax

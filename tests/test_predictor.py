@@ -119,7 +119,7 @@ def test_coords_of_the_wrong_shape(pred, coords):
 def test_label_values(pred, bad):
     """Only 1, 0 (and Meta's -1 "not a point") are labels; -2 is samjax's internal padding label."""
     labels = np.array([1, bad, 0])
-    with pytest.raises(ValueError, match=r"point_labels must be 1 \(foreground\) or 0 \(background\)"):
+    with pytest.raises(ValueError, match=r"point_labels must be 1 \(foreground\), 0 \(background\) or -1"):
         pred.predict(POINTS, labels)
 
 
@@ -331,3 +331,31 @@ def test_padded_box_batch_equals_unpadded_computation(pred):
     assert low.shape == (3, 1, LOW, LOW) and masks.shape == (3, 1, H, W)
     assert rel_err(low, low_ref) <= 1e-5
     np.testing.assert_allclose(iou, iou_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_prompt_counts_share_compiled_programs(model, image):
+    """Batches of 5..8 prompts and of 5..8 points each reuse one program (bucket 8): no recompiles."""
+    from samjax import predictor as predictor_module
+
+    pred = samjax.SamPredictor(model)
+    pred.set_image(image)
+    rng = np.random.default_rng(0)
+
+    def boxes(n):
+        x0 = rng.uniform(0, W / 2, n)
+        y0 = rng.uniform(0, H / 2, n)
+        return np.stack([x0, y0, x0 + 10, y0 + 10], axis=1)
+
+    pred.predict_batch(boxes=boxes(5))
+    before = predictor_module._predict._cache_size()
+    for n in (6, 7, 8):
+        masks, iou, low_res = pred.predict_batch(boxes=boxes(n))
+        assert masks.shape[0] == iou.shape[0] == low_res.shape[0] == n
+    for n in (5, 6, 8):
+        pred.predict_batch(point_coords=np.full((8, n, 2), 10.0), point_labels=np.ones((8, n)))
+    assert predictor_module._predict._cache_size() == before + 1  # only the points variant was new
+
+    again = samjax.SamPredictor(model)  # another predictor over the same architecture: no new programs
+    again.set_image(image)
+    again.predict_batch(boxes=boxes(7))
+    assert predictor_module._predict._cache_size() == before + 1
