@@ -1,5 +1,6 @@
 """samjax: Segment Anything in JAX/Flax NNX, with exact parity to Meta's PyTorch weights."""
 
+from samjax.automatic_mask_generator import SamAutomaticMaskGenerator
 from samjax.build_sam import build_sam, build_sam_from_spec, sam_model_registry
 from samjax.model_spec import SamSpec, get_spec
 from samjax.modeling.sam import Sam
@@ -9,6 +10,7 @@ from samjax.errors import CheckpointError, UnsafeCheckpointError
 __all__ = [
     "CheckpointError",
     "Sam",
+    "SamAutomaticMaskGenerator",
     "SamPredictor",
     "SamSpec",
     "UnsafeCheckpointError",

@@ -2,6 +2,7 @@
 
     python -m samjax.segment --output overlay.png                       # built-in phantom, random weights
     python -m samjax.segment --checkpoint sam_vit_b_01ec64.pth --image scan.png --box 40,60,200,220
+    python -m samjax.segment --checkpoint mobile_sam.pt --model-type vit_t --everything --output all.png
 
 Without ``--image`` it segments the Shepp-Logan head phantom that ships with scikit-image. Without
 ``--checkpoint`` the model has random weights (nothing can be downloaded here), so the mask shows the
@@ -17,6 +18,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from samjax.automatic_mask_generator import SamAutomaticMaskGenerator
 from samjax.build_sam import sam_model_registry
 from samjax.overlay import draw_prompts, overlay_masks, save_png
 from samjax.predictor import SamPredictor
@@ -68,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--point", action="append", default=[], type=lambda t: _floats(t, (2, 3), "--point"),
                         help="x,y[,label] in pixels; label 1 foreground (default), 0 background; repeatable")
     parser.add_argument("--multimask", action="store_true", help="draw all three candidate masks")
+    parser.add_argument("--everything", action="store_true",
+                        help="segment everything (SamAutomaticMaskGenerator) instead of one prompt")
+    parser.add_argument("--points-per-side", type=int, default=32, help="grid of --everything")
     parser.add_argument("--output", default="overlay.png", help="PNG to write")
     args = parser.parse_args(argv)
 
@@ -96,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
               "pass Meta's sam_vit_b_01ec64.pth (or a converted folder) for real masks", file=sys.stderr)
     print(f"built SAM {args.model_type} at {model.img_size}x{model.img_size} in {time.time() - start:.1f}s")
 
+    rgb = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
+    if args.everything:
+        return _segment_everything(model, rgb, args)
     predictor = SamPredictor(model)
     try:
         start = time.time()
@@ -109,11 +117,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"masks predicted in {time.time() - start:.2f}s; predicted IoU {', '.join(f'{v:.3f}' for v in scores)}")
     chosen = masks if args.multimask else masks[np.argmax(scores)][None]
-    rgb = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
     picture = draw_prompts(overlay_masks(rgb, chosen), coords, labels, box)
     save_png(picture, args.output)
     areas = ", ".join(f"{int(m.sum())} px" for m in chosen)
     print(f"wrote {args.output} ({len(chosen)} mask(s): {areas})")
+    return 0
+
+
+def _segment_everything(model, rgb: np.ndarray, args) -> int:
+    generator = SamAutomaticMaskGenerator(model, points_per_side=args.points_per_side)
+    start = time.time()
+    records = generator.generate(rgb)
+    print(f"segment everything: {len(records)} masks in {time.time() - start:.1f}s")
+    records.sort(key=lambda r: r["area"], reverse=True)  # small masks drawn last, on top
+    masks = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, *rgb.shape[:2]), bool)
+    save_png(overlay_masks(rgb, masks), args.output)
+    print(f"wrote {args.output}")
     return 0
 
 

@@ -50,3 +50,10 @@ def test_segment_reports_bad_input(tmp_path, capsys):
     assert code == 1 and "outside the 400x400" in capsys.readouterr().err
     code = segment.main(["--image", str(tmp_path / "missing.png")])
     assert code == 1 and "cannot read image" in capsys.readouterr().err
+
+
+def test_segment_everything(tmp_path, capsys):
+    out = tmp_path / "all.png"
+    code = segment.main(["--image-size", "128", "--everything", "--points-per-side", "2", "--output", str(out)])
+    assert code == 0 and "segment everything:" in capsys.readouterr().out
+    assert np.asarray(Image.open(out)).shape == (400, 400, 3)
