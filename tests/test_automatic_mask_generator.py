@@ -5,7 +5,6 @@ Random weights give large masks, so thresholds are lowered (and NMS loosened in 
 many masks; crops are on so the crop path and the crop-edge filter run.
 """
 
-import jax
 import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
