@@ -23,6 +23,7 @@ from samjax import amg
 from samjax.modeling.sam import Sam
 from samjax.nms import box_near_crop_edge, mask_to_box, nms, stability_score
 from samjax.predictor import SamPredictor
+from samjax.transforms import as_rgb_uint8
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
@@ -125,8 +126,6 @@ class SamAutomaticMaskGenerator:
         Each record has ``segmentation`` (per ``output_mode``), ``area``, ``bbox`` (XYWH),
         ``predicted_iou``, ``point_coords``, ``stability_score`` and ``crop_box`` (XYWH).
         """
-        from samjax.transforms import as_rgb_uint8
-
         image = as_rgb_uint8(image)
         data = self._generate_masks(image)
         if self.min_mask_region_area > 0:
