@@ -1,4 +1,4 @@
-"""The errors samjax raises for checkpoints that cannot be used."""
+"""The errors samjax raises for checkpoints and data that cannot be used."""
 
 
 class CheckpointError(ValueError):
@@ -7,3 +7,7 @@ class CheckpointError(ValueError):
 
 class UnsafeCheckpointError(CheckpointError):
     """A checkpoint asked to import or call something other than tensors and plain containers."""
+
+
+class DataError(ValueError):
+    """A data file or folder cannot be turned into training examples; the message names the file."""
