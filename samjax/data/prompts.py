@@ -1,0 +1,217 @@
+"""Prompt simulation for SAM training, as in the SAM paper's interactive training.
+
+The first prompt of each object is a point from its interior or its box with noisy corners
+(:class:`SimulatePrompts`, host side, in the grain pipeline); each later click is drawn uniformly
+from the error region of the previous prediction (:func:`next_click`, on device, inside the
+training step), foreground if it is a false negative and background if a false positive.
+
+Coordinate conventions (the S x S input frame, x = column, y = row):
+
+* pixel ``(row, col)`` covers ``[col, col + 1) x [row, row + 1)``; a **point** on it is its center
+  ``(col + 0.5, row + 0.5)``, so ``floor(point)`` gives back the pixel;
+* a **box** ``x0, y0, x1, y1`` is given by pixel edges: a mask covering columns 3..5 has ``x0 = 3,
+  x1 = 6`` (before noise), so every point of the object lies strictly inside its noiseless box.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage
+
+OBJECT_MODES = ("class", "component")
+_EIGHT_CONNECTED = np.ones((3, 3), bool)
+
+
+def box_from_mask(mask: np.ndarray) -> np.ndarray:
+    """``(4,)`` float32 pixel-edge box ``x0, y0, x1, y1`` of a bool ``(H, W)`` mask; zeros if empty."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if rows.size == 0:
+        return np.zeros(4, np.float32)
+    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.float32)
+
+
+def point_from_mask(mask: np.ndarray, rng: np.random.Generator, num: int = 1) -> np.ndarray:
+    """``(num, 2)`` float32 xy pixel centers drawn uniformly from the interior of a non-empty mask.
+
+    The interior is the set of mask pixels whose Euclidean distance to the nearest non-mask pixel
+    (the image border counts as outside) is at least half the largest such distance, so clicks
+    land away from the outline, where annotators click. Objects at most ~2 px thick keep every
+    pixel. Draws are without replacement while there are enough candidates.
+    """
+    distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    rows, cols = np.nonzero(distance >= 0.5 * distance.max())
+    pick = rng.choice(rows.size, num, replace=rows.size < num)
+    return np.stack([cols[pick] + 0.5, rows[pick] + 0.5], -1).astype(np.float32)
+
+
+def _downsample_any(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bool ``mask`` reduced to ``shape`` by integer blocks: a cell is True if any pixel in it is."""
+    fy, fx = mask.shape[0] // shape[0], mask.shape[1] // shape[1]
+    m = mask[: shape[0] * fy, : shape[1] * fx]
+    return m.reshape(shape[0], fy, shape[1], fx).any((1, 3))
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulatePrompts(grain.transforms.RandomMap):
+    """Picks up to K objects of one example and simulates their first prompts (a grain RandomMap).
+
+    Input: the element dict ``image (S, S, 3)``, ``label (S, S)`` uint8 class map (0 background),
+    ``valid (S, S)`` bool (False on padding), ``low_res_label (S/4, S/4)``; other keys pass through.
+    Adds, with K = ``num_objects`` and P = ``num_points`` fixed so batch shapes are static:
+
+    * ``boxes (K, 4)`` float32: pixel-edge box of the object, each coordinate shifted by
+      Gaussian noise of std ``min(box_noise * side, box_noise_max)`` (side = box width for x, height
+      for y; SAM: "standard deviation equal to 10% of the box sidelength, to a maximum of 20
+      pixels"), then clipped to the valid image extent and ordered x0 <= x1, y0 <= y1;
+    * ``points (K, P, 2)`` float32: xy pixel centers from the object's interior (:func:`point_from_mask`);
+    * ``point_labels (K, P)`` int32: 1, or -1 for padding objects;
+    * ``object_class (K,)`` int32 (0 for padding), ``object_valid (K,)`` bool;
+    * ``object_masks (K, S/4, S/4)`` bool low-resolution targets: ``low_res_label == class`` in
+      ``"class"`` mode; in ``"component"`` mode those cells of it whose full-resolution block
+      overlaps the component, or, if nearest downsampling lost the whole component, the cells it
+      overlaps (so no target is empty).
+
+    Objects are the foreground classes present (``objects="class"``) or the 8-connected components
+    of each class (``"component"``); if there are more than K a random K are kept, in random order,
+    and missing ones are padding (zero boxes and points, all-False masks). The output is a pure
+    function of the element and ``rng``.
+    """
+
+    num_objects: int = 4
+    num_points: int = 1
+    box_noise: float = 0.1
+    box_noise_max: float = 20.0
+    objects: str = "class"
+    num_classes: int | None = None
+
+    def __post_init__(self):
+        if self.objects not in OBJECT_MODES:
+            raise ValueError(f"objects must be one of {OBJECT_MODES}, got {self.objects!r}")
+        if self.num_objects < 1 or self.num_points < 1:
+            raise ValueError(f"num_objects and num_points must be >= 1, got {self.num_objects}, {self.num_points}")
+
+    def _find_objects(self, label: np.ndarray) -> list[tuple[int, tuple[slice, slice], np.ndarray]]:
+        """``(class, bounding-box slices, mask cropped to them)`` of every object, in a fixed order."""
+        found = []
+        for c, where in enumerate(ndimage.find_objects(label), start=1):
+            if where is None:
+                continue
+            crop = label[where] == c
+            if self.objects == "class":
+                found.append((c, where, crop))
+                continue
+            components, _ = ndimage.label(crop, structure=_EIGHT_CONNECTED)
+            for i, part in enumerate(ndimage.find_objects(components), start=1):
+                inner = tuple(slice(o.start + p.start, o.start + p.stop) for o, p in zip(where, part))
+                found.append((c, inner, components[part] == i))
+        return found
+
+    def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+        label = np.asarray(element["label"])
+        low_res = np.asarray(element["low_res_label"])
+        if self.num_classes is not None and label.size and int(label.max()) >= self.num_classes:
+            raise ValueError(f"label value {int(label.max())} is not < num_classes={self.num_classes}")
+        valid = np.asarray(element["valid"], bool)
+        if valid.any():
+            extent = np.array([np.flatnonzero(valid.any(0))[-1] + 1, np.flatnonzero(valid.any(1))[-1] + 1])
+        else:
+            extent = np.array([label.shape[1], label.shape[0]])
+
+        k, p = self.num_objects, self.num_points
+        boxes = np.zeros((k, 4), np.float32)
+        points = np.zeros((k, p, 2), np.float32)
+        point_labels = np.full((k, p), -1, np.int32)
+        object_class = np.zeros(k, np.int32)
+        object_masks = np.zeros((k,) + low_res.shape, bool)
+
+        found = self._find_objects(label)
+        for slot, index in enumerate(rng.permutation(len(found))[:k]):
+            c, (rows, cols), crop = found[index]
+            offset = np.array([cols.start, rows.start], np.float32)
+            points[slot] = point_from_mask(crop, rng, p) + offset
+            point_labels[slot] = 1
+            object_class[slot] = c
+
+            box = box_from_mask(crop) + np.tile(offset, 2)
+            side = np.tile(box[2:] - box[:2], 2)
+            noise = rng.normal(size=4) * np.minimum(self.box_noise * side, self.box_noise_max)
+            box = np.clip(box + noise, 0.0, np.tile(extent, 2))
+            boxes[slot] = np.concatenate([np.minimum(box[:2], box[2:]), np.maximum(box[:2], box[2:])])
+
+            class_low = low_res == c
+            if self.objects == "class":
+                object_masks[slot] = class_low
+            else:
+                full = np.zeros(label.shape, bool)
+                full[rows, cols] = crop
+                overlap = _downsample_any(full, low_res.shape)
+                object_masks[slot] = overlap & class_low if (overlap & class_low).any() else overlap
+
+        return {
+            **element,
+            "boxes": boxes,
+            "points": points,
+            "point_labels": point_labels,
+            "object_class": object_class,
+            "object_valid": point_labels[:, 0] == 1,
+            "object_masks": object_masks,
+        }
+
+
+def _depth(region: jax.Array) -> jax.Array:
+    """int32 city-block distance of each True pixel of bool ``(..., H, W)`` to the nearest False pixel
+    or the image border (1 on the outline, 0 outside), by repeated 4-neighbour erosion."""
+    pad = [(0, 0)] * (region.ndim - 2) + [(1, 1), (1, 1)]
+
+    def erode(carry):
+        depth, current = carry
+        q = jnp.pad(current, pad)
+        inner = current & q[..., :-2, 1:-1] & q[..., 2:, 1:-1] & q[..., 1:-1, :-2] & q[..., 1:-1, 2:]
+        return depth + current, inner
+
+    depth, _ = jax.lax.while_loop(lambda c: c[1].any(), erode, (jnp.zeros(region.shape, jnp.int32), region))
+    return depth
+
+
+def next_click(key: jax.Array, pred_masks, gt_masks, valid=None, scale: float = 1.0, mode: str = "uniform"):
+    """The next corrective click for each mask, from the error region of the current prediction.
+
+    Args:
+      key: a PRNG key (one draw covers all masks).
+      pred_masks, gt_masks: bool ``(..., H, W)`` (broadcastable) prediction and target.
+      valid: optional bool ``(..., H, W)``; errors where it is False (image padding) are ignored.
+      scale: factor from mask pixels to the input frame (4.0 for SAM's low-resolution masks).
+      mode: ``"uniform"``: any error pixel, uniformly (the SAM paper); ``"center"``: uniformly among
+        the error pixels farthest (city-block) from the error region's outline, the image border
+        counting as outline (RITM-style clicks).
+
+    Returns:
+      ``points (..., 2)`` float32 xy ``(col + 0.5, row + 0.5) * scale`` and ``labels (...,)`` int32:
+      1 if the pixel is a false negative (add foreground), 0 if a false positive, -1 if the
+      prediction has no error (points are then 0). Jit-able and vmappable.
+    """
+    if mode not in ("uniform", "center"):
+        raise ValueError(f"mode must be 'uniform' or 'center', got {mode!r}")
+    pred, gt = jnp.asarray(pred_masks, bool), jnp.asarray(gt_masks, bool)
+    error = pred ^ gt
+    if valid is not None:
+        error = error & jnp.asarray(valid, bool)
+    gt = jnp.broadcast_to(gt, error.shape)
+    if mode == "center":
+        depth = _depth(error)
+        error = error & (depth == depth.max((-2, -1), keepdims=True))
+    h, w = error.shape[-2:]
+    flat = error.reshape(error.shape[:-2] + (h * w,))
+    score = jnp.where(flat, jax.random.uniform(key, flat.shape), -1.0)
+    index = jnp.argmax(score, axis=-1)
+    found = flat.any(-1)
+    is_fn = jnp.take_along_axis(gt.reshape(flat.shape), index[..., None], axis=-1)[..., 0]
+    labels = jnp.where(found, is_fn.astype(jnp.int32), -1)
+    xy = jnp.stack([index % w, index // w], -1).astype(jnp.float32) + 0.5
+    points = jnp.where(found[..., None], xy * scale, 0.0)
+    return points, labels
