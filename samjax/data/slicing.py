@@ -41,7 +41,7 @@ def read_case_image(case: Case) -> tuple[np.ndarray, tuple[float, ...]]:
         vol = readers.read_dicom_series(case.image)
         return vol.array, tuple(vol.spacing)
     if case.image.lower().endswith((".nii", ".nii.gz")):
-        vol = readers.read_volume(case.image)
+        vol = readers.read_volume(case.image, channel=case.channel)
         return vol.array, tuple(vol.spacing)
     if case.image.lower().endswith(".dcm"):
         return readers.read_dicom_file(case.image), (1.0, 1.0)

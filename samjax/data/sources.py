@@ -30,12 +30,16 @@ _HIDDEN = re.compile(r"^(\.|__MACOSX$|Thumbs\.db$|desktop\.ini$)")
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One image (2D file, 3D volume or DICOM series folder) and its label file (``None``: unlabeled)."""
+    """One image (2D file, 3D volume or DICOM series folder) and its label file (``None``: unlabeled).
+
+    ``channel`` picks a volume of a 4D Decathlon image (``None``: the file is one 3D volume).
+    """
 
     id: str
     image: str
     label: str | None
     volume: bool
+    channel: int | None = None
 
 
 def _stem(name: str) -> str:
@@ -186,4 +190,8 @@ def _nnunet_cases(source: str, labeled: bool, channel: int = 0):
         if channel not in files:
             raise DataError(f"{source}: case {key!r} has channels {sorted(files)} in imagesTr/ but not channel {channel}")
         images[key] = files[channel]
-    return _pair(source, images, labels, "labelsTr", lambda p: True), names
+    cases = _pair(source, images, labels, "labelsTr", lambda p: True)
+    # Decathlon (v1) images hold their channels in a 4th axis; v2 files and DICOM folders are 3D.
+    cases = [c if c.id in channels or os.path.isdir(c.image) else dataclasses.replace(c, channel=channel)
+             for c in cases]
+    return cases, names

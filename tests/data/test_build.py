@@ -276,3 +276,24 @@ def test_bad_command_lines(tmp_path, capsys):
     with pytest.raises(SystemExit):
         build.parse_args(["--source", "x", "--name", "n", "--data-dir", "d", "--ct-window", "1,2", "--percentiles", "1,99"])
     assert "not allowed with" in capsys.readouterr().err
+
+
+def test_decathlon_4d_images_and_mac_resource_forks(tmp_path):
+    root = tmp_path / "Task01_BrainTumour"
+    shape = (16, 12, 3)
+    label = np.zeros(shape, np.uint8)
+    label[4:9, 3:8, 1] = 1
+    ramp = np.arange(np.prod(shape)).reshape(shape)
+    channels = np.stack([ramp, ramp[::-1] * 3], -1)  # the channels differ after normalization too
+    _nifti(str(root / "imagesTr" / "brain_001.nii.gz"), channels.astype(np.float32))
+    _nifti(str(root / "labelsTr" / "brain_001.nii.gz"), label)
+    (root / "imagesTr" / "._brain_001.nii.gz").write_bytes(b"\0\5\26\7")  # as Decathlon tarballs ship them
+    _dataset_json(str(root), {"0": "background", "1": "tumour"})
+    for channel in (0, 1):
+        builder = build_ok(str(root), tmp_path, f"brain{channel}", channel=channel, validation=0.0)
+        ds = builder.as_data_source("train")
+        record = next(ds[i] for i in range(len(ds)) if int(ds[i]["slice"]) == 2)
+        volume = channels[..., channel]
+        lo, hi = np.percentile(volume, [0.5, 99.5])
+        expected = np.floor((np.clip(volume[..., 2], lo, hi) - lo) / (hi - lo) * 255 + 0.5)
+        np.testing.assert_array_equal(record["image"][..., 0], expected)
