@@ -4,6 +4,11 @@ Follows ``ImageEncoderViT`` of Meta's ``segment_anything`` block for block, chan
 patch embedding (16x16 conv) -> absolute position embedding -> ``depth`` transformer blocks
 (14x14 windowed attention except at ``global_attn_indexes``), each attention with decomposed
 relative-position terms -> neck (1x1 conv, LayerNorm2d, 3x3 conv, LayerNorm2d) to 256 channels.
+
+Training switches, all off by default (then the encoder computes exactly Meta's forward pass):
+stochastic depth (``Block.drop_path``, active only when the encoder is called with a ``key``),
+rematerialization of each block (``ImageEncoderViT.remat``), and the optional adapters that
+``samjax.modeling.peft`` attaches to the blocks (``Block.adapter_attn``, ``Block.adapter_mlp``).
 """
 
 from __future__ import annotations
@@ -125,6 +130,41 @@ class Attention(nnx.Module):
         return self.proj(out)
 
 
+def drop_path(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Stochastic depth on a residual branch ``x (B, ...)``, as timm's ``DropPath``.
+
+    Each sample's branch is zeroed with probability ``rate`` and otherwise scaled by ``1 / (1 - rate)``,
+    so its expectation is ``x``. With ``rate == 0`` or ``key is None`` (inference) it is the identity.
+    """
+    if key is None or rate == 0.0:
+        return x
+    keep = 1.0 - rate
+    mask = jax.random.bernoulli(key, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return x * (mask.astype(x.dtype) / jnp.asarray(keep, x.dtype))
+
+
+def call_block(
+    block: nnx.Module, x: jax.Array, key: jax.Array | None = None, *, remat: bool = False, policy=None
+) -> jax.Array:
+    """``block(x, key=key)`` (``block(x)`` when ``key is None``), optionally rematerialized.
+
+    With ``remat`` the block runs as a pure function of its state under ``jax.checkpoint``: its
+    activations are recomputed in the backward pass instead of stored. ``policy`` is ``None``, a
+    ``jax.checkpoint_policies`` name, or a policy function. The result is the same computation.
+    """
+    if not remat:
+        return block(x) if key is None else block(x, key=key)
+    graphdef, state = nnx.split(block)
+
+    def run(state, x, key):
+        module = nnx.merge(graphdef, state)
+        return module(x) if key is None else module(x, key=key)
+
+    if isinstance(policy, str):
+        policy = getattr(jax.checkpoint_policies, policy)
+    return jax.checkpoint(run, policy=policy)(state, x, key)
+
+
 def window_partition(x: jax.Array, window_size: int) -> tuple[jax.Array, tuple[int, int]]:
     """Zero-pads ``(B, H, W, C)`` to multiples of ``window_size`` and cuts it into windows.
 
@@ -153,7 +193,14 @@ def window_unpartition(
 
 
 class Block(nnx.Module):
-    """A pre-norm transformer block with windowed (``window_size > 0``) or global attention."""
+    """A pre-norm transformer block with windowed (``window_size > 0``) or global attention.
+
+    Optional, off by default: ``drop_path`` (stochastic-depth rate of both residual branches, used
+    only when called with a ``key``); ``adapter_attn`` (applied to the attention output before the
+    residual add, with its own skip: ``x = x + adapter_attn(attn(norm1(x)))``); ``adapter_mlp``
+    (parallel to the MLP, its ``mlp_scale`` inside: ``x = x + mlp(norm2(x)) + adapter_mlp(norm2(x))``).
+    See ``samjax.modeling.peft``.
+    """
 
     def __init__(
         self,
@@ -176,8 +223,14 @@ class Block(nnx.Module):
         )
         self.norm2 = layer_norm(dim, ENCODER_NORM_EPS, rngs=rngs, dtype=dtype)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio), rngs=rngs, dtype=dtype)
+        self.drop_path = 0.0
+        self.adapter_attn = nnx.data(None)
+        self.adapter_mlp = nnx.data(None)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        key_attn = key_mlp = None
+        if key is not None and self.drop_path > 0.0:
+            key_attn, key_mlp = jax.random.split(key)
         shortcut = x
         x = self.norm1(x)
         if self.window_size > 0:
@@ -187,8 +240,14 @@ class Block(nnx.Module):
             x = window_unpartition(x, self.window_size, pad_hw, (h, w))
         else:
             x = self.attn(x)
-        x = shortcut + x
-        return x + self.mlp(self.norm2(x))
+        if self.adapter_attn is not None:
+            x = self.adapter_attn(x)
+        x = shortcut + drop_path(x, self.drop_path, key_attn)
+        y = self.norm2(x)
+        branch = self.mlp(y)
+        if self.adapter_mlp is not None:
+            branch = branch + self.adapter_mlp(y)
+        return x + drop_path(branch, self.drop_path, key_mlp)
 
 
 class ImageEncoderViT(nnx.Module):
@@ -203,6 +262,9 @@ class ImageEncoderViT(nnx.Module):
       global_attn_indexes: blocks with global attention.
 
     Input ``(B, img_size, img_size, 3)`` normalized pixels; output ``(B, img_size/16, img_size/16, out_chans)``.
+    ``remat`` (default False) recomputes each block's activations in the backward pass
+    (``remat_policy``: ``None`` or a ``jax.checkpoint_policies`` name); ``samjax.modeling.peft.set_remat``
+    sets both.
     """
 
     def __init__(
@@ -273,12 +335,16 @@ class ImageEncoderViT(nnx.Module):
             kernel_init=with_axes(default_kernel_init, (None, None, None, None)), **conv
         )
         self.neck_norm2 = layer_norm_2d(out_chans, rngs=rngs, dtype=dtype)
+        self.remat = False
+        self.remat_policy = None
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        """Embeds images; ``key`` (training only) drives the blocks' stochastic depth."""
         x = self.patch_embed(x.astype(self.dtype))
         if self.pos_embed is not None:
             x = x + self.pos_embed[...].astype(x.dtype)
-        for block in self.blocks:
-            x = block(x)
+        keys = [None] * len(self.blocks) if key is None else list(jax.random.split(key, len(self.blocks)))
+        for block, block_key in zip(self.blocks, keys):
+            x = call_block(block, x, block_key, remat=self.remat, policy=self.remat_policy)
         x = self.neck_norm1(self.neck_conv1(x))
         return self.neck_norm2(self.neck_conv2(x))

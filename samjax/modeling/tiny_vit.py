@@ -8,6 +8,12 @@ SAM's neck to a ``(B, S/16, S/16, 256)`` image embedding.
 Batch norm is *not* folded into the convolutions: each ``Conv2d_BN`` keeps its scale, shift and
 running statistics, and always normalizes with the running statistics (frozen batch norm, as in
 inference and as usual when fine-tuning), so checkpoints map one tensor to one tensor both ways.
+
+Training switches, all off by default: stochastic depth on the attention blocks (``TinyViTBlock.drop_path``,
+active only when the encoder is called with a ``key``), rematerialization of every block
+(``TinyViT.remat``), and the adapters of ``samjax.modeling.peft``. The "encoder blocks" PEFT and
+stochastic depth count are the attention blocks (``TinyViT.attention_blocks``), numbered flat across
+stages 1-3 (10 for MobileSAM); the convolutional stage 0 has none of these options.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from samjax.modeling.common import Dtype, default_kernel_init, dense, gelu, layer_norm, layer_norm_2d, with_axes
-from samjax.modeling.image_encoder import window_partition, window_unpartition
+from samjax.modeling.image_encoder import call_block, drop_path, window_partition, window_unpartition
 
 TINY_NORM_EPS = 1e-5  # TinyViT's nn.LayerNorm default (the neck's LayerNorm2d keeps 1e-6)
 BN_EPS = 1e-5
@@ -132,7 +138,13 @@ class Mlp(nnx.Module):
 
 
 class TinyViTBlock(nnx.Module):
-    """Windowed attention (zero-padded windows), residual; depthwise 3x3 conv; MLP, residual."""
+    """Windowed attention (zero-padded windows), residual; depthwise 3x3 conv; MLP, residual.
+
+    Optional, off by default: ``drop_path`` (stochastic depth of both residual branches, used only
+    when called with a ``key``); ``adapter_attn`` (on the attention output, before the residual add);
+    ``adapter_mlp`` (parallel to the MLP, fed the MLP's own LayerNorm of its input:
+    ``x = x + mlp(x) + adapter_mlp(mlp.norm(x))``).
+    """
 
     def __init__(
         self, dim: int, num_heads: int, window_size: int, mlp_ratio: float = 4.0,
@@ -143,16 +155,28 @@ class TinyViTBlock(nnx.Module):
         self.attn = Attention(dim, num_heads, window_size, **kw)
         self.local_conv = Conv2dBN(dim, dim, 3, 1, 1, groups=dim, **kw)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), **kw)
+        self.drop_path = 0.0
+        self.adapter_attn = nnx.data(None)
+        self.adapter_mlp = nnx.data(None)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """``(B, H, W, C)`` -> ``(B, H, W, C)``."""
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        """``(B, H, W, C)`` -> ``(B, H, W, C)``; ``key`` drives stochastic depth (training only)."""
+        key_attn = key_mlp = None
+        if key is not None and self.drop_path > 0.0:
+            key_attn, key_mlp = jax.random.split(key)
         b, h, w, c = x.shape
         ws = self.window_size
         windows, pad_hw = window_partition(x, ws)
         windows = self.attn(windows.reshape(-1, ws * ws, c)).reshape(-1, ws, ws, c)
-        x = x + window_unpartition(windows, ws, pad_hw, (h, w))
+        attn = window_unpartition(windows, ws, pad_hw, (h, w))
+        if self.adapter_attn is not None:
+            attn = self.adapter_attn(attn)
+        x = x + drop_path(attn, self.drop_path, key_attn)
         x = self.local_conv(x)
-        return x + self.mlp(x)
+        branch = self.mlp(x)
+        if self.adapter_mlp is not None:
+            branch = branch + self.adapter_mlp(self.mlp.norm(x))
+        return x + drop_path(branch, self.drop_path, key_mlp)
 
 
 class TinyViT(nnx.Module):
@@ -164,6 +188,8 @@ class TinyViT(nnx.Module):
       out_chans: channels of the image embedding (256).
 
     Input ``(B, img_size, img_size, 3)`` normalized pixels; output ``(B, img_size/16, img_size/16, out_chans)``.
+    ``remat`` (default False) recomputes each block's activations in the backward pass
+    (``remat_policy``: ``None`` or a ``jax.checkpoint_policies`` name).
     """
 
     def __init__(
@@ -209,13 +235,24 @@ class TinyViT(nnx.Module):
         self.neck_conv2 = nnx.Conv(out_chans, out_chans, kernel_size=(3, 3), padding=((1, 1), (1, 1)),
                                    kernel_init=default_kernel_init, **conv)
         self.neck_norm2 = layer_norm_2d(out_chans, **kw)
+        self.remat = False
+        self.remat_policy = None
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    @property
+    def attention_blocks(self) -> list[TinyViTBlock]:
+        """The attention blocks of stages 1-3 in order: the flat "encoder block" numbering of PEFT."""
+        return [block for blocks in self.layers for block in blocks if isinstance(block, TinyViTBlock)]
+
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
+        """Embeds images; ``key`` (training only) drives the attention blocks' stochastic depth."""
+        n_attn = len(self.attention_blocks)
+        keys = iter([None] * n_attn if key is None else list(jax.random.split(key, n_attn)))
         x = x.astype(self.dtype)
         x = self.patch_embed_conv2(gelu(self.patch_embed_conv1(x)))
         for i, blocks in enumerate(self.layers):
             for block in blocks:
-                x = block(x)
+                block_key = next(keys) if isinstance(block, TinyViTBlock) else None
+                x = call_block(block, x, block_key, remat=self.remat, policy=self.remat_policy)
             if i < len(self.downsamples):
                 x = self.downsamples[i](x)
         x = self.neck_norm1(self.neck_conv1(x))

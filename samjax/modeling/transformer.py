@@ -7,6 +7,10 @@ at every attention. LayerNorms use PyTorch's default eps 1e-5 here (not the enco
 
 ``token_mask`` (B, N) marks real tokens; padded tokens are excluded as keys wherever tokens are keys,
 so a padded prompt batch gives the same result as the unpadded one.
+
+Each block may carry two optional adapters (``samjax.modeling.peft``), both off by default:
+``adapter_self_attn`` on the token self-attention output and ``adapter_cross_attn`` on the
+token-to-image attention output, each applied before the residual add (and the LayerNorm).
 """
 
 from __future__ import annotations
@@ -66,6 +70,11 @@ class TwoWayAttentionBlock(nnx.Module):
     Args:
       skip_first_layer_pe: the first block's self-attention neither adds the positional encoding
         nor keeps a residual (Meta's behaviour).
+
+    ``adapter_self_attn`` / ``adapter_cross_attn`` (default None) transform the output of the token
+    self-attention / token-to-image attention before it joins the residual stream:
+    ``queries = norm1(queries + adapter_self_attn(self_attn(...)))`` and
+    ``queries = norm2(queries + adapter_cross_attn(cross_attn_token_to_image(...)))``.
     """
 
     def __init__(
@@ -89,6 +98,12 @@ class TwoWayAttentionBlock(nnx.Module):
         self.norm4 = layer_norm(embedding_dim, DECODER_NORM_EPS, **kw)
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate, **kw)
         self.skip_first_layer_pe = skip_first_layer_pe
+        self.adapter_self_attn = nnx.data(None)
+        self.adapter_cross_attn = nnx.data(None)
+
+    @staticmethod
+    def _adapt(adapter: nnx.Module | None, x: jax.Array) -> jax.Array:
+        return x if adapter is None else adapter(x)
 
     def __call__(
         self,
@@ -99,14 +114,14 @@ class TwoWayAttentionBlock(nnx.Module):
         token_mask: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
         if self.skip_first_layer_pe:
-            queries = self.self_attn(queries, queries, queries, token_mask)
+            queries = self._adapt(self.adapter_self_attn, self.self_attn(queries, queries, queries, token_mask))
         else:
             q = queries + query_pe
-            queries = queries + self.self_attn(q, q, queries, token_mask)
+            queries = queries + self._adapt(self.adapter_self_attn, self.self_attn(q, q, queries, token_mask))
         queries = self.norm1(queries)
 
         q, k = queries + query_pe, keys + key_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, k, keys))
+        queries = self.norm2(queries + self._adapt(self.adapter_cross_attn, self.cross_attn_token_to_image(q, k, keys)))
         queries = self.norm3(queries + self.mlp(queries))
 
         q, k = queries + query_pe, keys + key_pe
