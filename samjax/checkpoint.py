@@ -99,3 +99,105 @@ def load_sam(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     except Exception as e:  # Orbax raises many types for damaged folders
         raise CheckpointError(f"cannot restore the parameters in {path}/params: {type(e).__name__}: {e}") from None
     return meta, {k: np.asarray(v) for k, v in _flatten(tree).items()}
+
+
+# --- Training runs -------------------------------------------------------------------------------
+# A training workdir holds ``checkpoints/<step>/{state,data}`` (Orbax CheckpointManager: the train
+# state, and the Grain iterator position of every process) and ``frozen/`` (the parameters the run
+# does not train, written once). Orbax writes each step to a temporary folder and renames it when
+# complete, so a run killed mid-save never leaves a half-written step that looks finished.
+
+CHECKPOINTS = "checkpoints"
+FROZEN = "frozen"
+
+
+class TrainCheckpoints:
+    """Asynchronous checkpoints of one run: the last ``keep`` steps, plus the best by ``best_metric``."""
+
+    def __init__(self, workdir: str | os.PathLike, keep: int = 3, best_metric: str | None = "val_dice",
+                 async_save: bool = True):
+        from orbax.checkpoint import checkpoint_managers as cm
+
+        policies = [cm.LatestN(n=max(1, int(keep)))]
+        if best_metric:
+            policies.append(cm.BestN(get_metric_fn=lambda m: m[best_metric], reverse=False, n=1,
+                                     keep_checkpoints_without_metrics=False))
+        self.workdir = os.path.abspath(os.fspath(workdir))
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=cm.AnyPreservationPolicy(policies),
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,
+        )
+        self.manager = ocp.CheckpointManager(os.path.join(self.workdir, CHECKPOINTS), options=options)
+        self.best_metric = best_metric
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        return self.manager.best_step() if self.best_metric else None
+
+    def save(self, step: int, state, data_iterator=None, metrics: Mapping[str, float] | None = None) -> None:
+        import grain
+
+        items = {"state": ocp.args.StandardSave(state)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+        self.manager.save(int(step), args=ocp.args.Composite(**items), metrics=dict(metrics) if metrics else None,
+                          force=True)
+
+    def restore(self, step: int, abstract_state, data_iterator=None):
+        """The state saved at ``step``, placed as ``abstract_state``'s shardings say; the iterator is reset in place."""
+        import grain
+
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        return self.manager.restore(int(step), args=ocp.args.Composite(**items))["state"]
+
+    def save_frozen(self, frozen) -> None:
+        """The parameters this run does not train, once (atomically: a temporary folder renamed)."""
+        path = os.path.join(self.workdir, FROZEN)
+        if os.path.isdir(path):
+            return
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(path, frozen)
+            ckptr.wait_until_finished()
+
+    def restore_frozen(self, abstract_frozen):
+        with ocp.StandardCheckpointer() as ckptr:
+            return ckptr.restore(os.path.join(self.workdir, FROZEN), abstract_frozen)
+
+    def wait_until_finished(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def latest_model_params(workdir: str | os.PathLike, which: str = "latest") -> dict[str, np.ndarray]:
+    """Flat params (``image_encoder.blocks.0...``) of a training run: its frozen part plus the trained
+    parameters of its latest (or ``which="best"``) checkpoint; read on the host, no mesh needed."""
+    workdir = os.path.abspath(os.fspath(workdir))
+    manager = ocp.CheckpointManager(os.path.join(workdir, CHECKPOINTS),
+                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    step = manager.best_step() if which == "best" else manager.latest_step()
+    if step is None:
+        step = manager.latest_step()
+    if step is None:
+        raise CheckpointError(f"{workdir} has no finished training checkpoint")
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    with ocp.StandardCheckpointer() as ckptr:
+        frozen = ckptr.restore(os.path.join(workdir, FROZEN))
+    flat = _flatten(_stringify(frozen))
+    flat.update(_flatten(_stringify(state["params"])))
+    return {k: np.asarray(v) for k, v in flat.items()}
+
+
+def _stringify(tree):
+    if isinstance(tree, Mapping):
+        return {str(k): _stringify(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return {str(i): _stringify(v) for i, v in enumerate(tree)}
+    return tree

@@ -60,6 +60,26 @@ def open_source(name: str, split: str, data_dir: str = DEFAULT_DATA_DIR) -> Sour
     return Source(records, class_names, _case_ids(builder, split, len(records)), name, split)
 
 
+class _Head:
+    """The first ``n`` records of a random-access source."""
+
+    def __init__(self, records, n: int):
+        self._records, self._n = records, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index):
+        if not -self._n <= index < self._n:
+            raise IndexError(index)
+        return self._records[index % self._n]
+
+
+def head(source: Source, n: int) -> Source:
+    """``source`` cut to its first ``n`` records (quick validation during training)."""
+    return dataclasses.replace(source, records=_Head(source.records, n), case_ids=source.case_ids[:n])
+
+
 def _built_folder(name: str, data_dir: str) -> str:
     candidates = [name, os.path.join(data_dir, name), os.path.join(data_dir, "medical_slices", name)]
     for path in candidates:
@@ -175,12 +195,14 @@ def to_iterable(ds: grain.MapDataset, workers: int = 0, prefetch: int = 2) -> gr
 def train_dataset(sources: Sequence[Source], *, global_batch: int, image_size: int, seed: int,
                   weights: Sequence[float] | None = None, few_shot: int | None = None,
                   augment: Sequence[grain.transforms.RandomMap] = (), prompts=None, labeled: bool = True,
-                  process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+                  process_index: int = 0, process_count: int = 1,
+                  low_res_size: int | None = None) -> grain.MapDataset:
     """The infinite training stream of this host, batched: ``global_batch / process_count`` per batch.
 
     Each batch is a dict of arrays with a leading batch axis: ``image`` uint8 ``(b, S, S, 3)``,
     ``valid`` ``(b, S, S)``, ``input_size``/``original_size`` ``(b, 2)``, with labels ``label``
-    ``(b, S, S)`` and ``low_res_label`` ``(b, S/4, S/4)``, plus the keys ``prompts`` adds.
+    ``(b, S, S)`` and ``low_res_label`` ``(b, L, L)`` (``low_res_size``, default S/4), plus the keys
+    ``prompts`` adds.
     """
     if weights is not None and len(weights) != len(sources):
         raise ValueError(f"{len(weights)} weights for {len(sources)} data sets")
@@ -195,7 +217,7 @@ def train_dataset(sources: Sequence[Source], *, global_batch: int, image_size: i
     ds = ds.seed(seed)
     for t in augment:
         ds = ds.random_map(t)
-    ds = ds.map(SamFormat(image_size))
+    ds = ds.map(SamFormat(image_size, low_res_size))
     if prompts is not None:
         ds = ds.random_map(prompts)
     ds = _HostSlice(ds, global_batch, process_index, process_count)

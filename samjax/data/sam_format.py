@@ -32,11 +32,13 @@ class SamFormat(grain.transforms.Map):
 
     Adds or replaces: ``image`` uint8 ``(S, S, 3)``; ``valid`` bool ``(S, S)`` (True on real pixels);
     ``input_size`` int32 ``(2,)`` (the resized ``h, w`` before padding); ``original_size`` int32
-    ``(2,)``; with a label, ``label`` uint8 ``(S, S)`` and ``low_res_label`` uint8 ``(S/4, S/4)`` (the
-    size of the decoder's logits; nearest neighbour from the padded label).
+    ``(2,)``; with a label, ``label`` uint8 ``(S, S)`` and ``low_res_label`` uint8 ``(L, L)``, the size
+    of the decoder's logits (``low_res_size``, default S/4 as with SAM's 16-pixel patches; nearest
+    neighbour from the padded label).
     """
 
     image_size: int = 1024
+    low_res_size: int | None = None
 
     def map(self, element: dict) -> dict:
         out = dict(element)
@@ -55,5 +57,6 @@ class SamFormat(grain.transforms.Map):
             if label.shape != image.shape[:2]:
                 raise ValueError(f"label shape {label.shape} does not match image shape {image.shape[:2]}")
             out["label"] = _pad(_nearest(label.astype(np.uint8), h, w), s)
-            out["low_res_label"] = _nearest(out["label"], s // 4, s // 4)
+            low = self.low_res_size or s // 4
+            out["low_res_label"] = _nearest(out["label"], low, low)
         return out

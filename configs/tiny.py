@@ -1,0 +1,38 @@
+"""A tiny SAM on 64-pixel phantoms: seconds per run, for tests and smoke checks of the trainer.
+
+    python train.py --config configs/tiny.py --workdir /tmp/tiny
+    python train.py --config configs/tiny.py:vit_t,encoder_decoder,lora --workdir /tmp/tiny_t
+
+Same fields as ``configs/finetune.py``; the argument picks the grid point (``encoder,scope,peft``).
+"""
+
+import ml_collections
+
+from configs import finetune
+
+TINY_VIT = dict(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=(1,),
+                patch_size=8, window_size=4, prompt_embed_dim=32, decoder_mlp_dim=64, decoder_num_heads=2,
+                iou_head_hidden_dim=32, mask_in_chans=4)
+TINY_TINY_VIT = dict(tiny_embed_dims=(16, 32, 32, 32), tiny_depths=(1, 1, 1, 1), tiny_num_heads=(1, 2, 2, 2),
+                     tiny_window_sizes=(2, 2, 2, 2), prompt_embed_dim=32, decoder_mlp_dim=64, decoder_num_heads=2,
+                     iou_head_hidden_dim=32, mask_in_chans=4)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = finetune.get_config(arg or "vit_b,encoder_decoder,none")
+    c.total_steps = 6
+    c.log_every_steps = 1
+    c.eval_every_steps = 0
+    c.checkpoint_every_steps = 2
+    overrides = TINY_TINY_VIT if c.model.encoder == "vit_t" else TINY_VIT
+    c.model.overrides = ml_collections.ConfigDict(overrides)
+    c.data.name = "phantoms/labeled_64"
+    c.data.image_size = 64
+    c.data.global_batch = 8
+    c.data.eval_batch = 8
+    c.data.eval_max_examples = 16
+    c.data.augment = ml_collections.ConfigDict({"flip": 0.5, "affine": 0.5, "intensity": 0.5, "elastic": 0.0})
+    c.optim.learning_rate = 1e-3
+    c.optim.warmup_steps = 2
+    c.train.lora_encoder_blocks = "all"
+    return c

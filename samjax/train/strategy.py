@@ -1,0 +1,136 @@
+"""A training strategy as a model plus a filter: what is built, what is loaded, and what is trained.
+
+``build_model(cfg, num_classes)`` builds SAM for the config: the encoder's spec (plus ``model.overrides``
+for tiny test sizes), one mask token per class (background included) in auto mode, weights from
+``init_checkpoint`` (position embeddings resized to the training size; the decoder's per-token heads
+re-initialized when the class count differs) loaded after LoRA or adapters are added, then drop path
+and remat.
+
+``trainable_filter(cfg)`` says which parameters the optimizer updates (``train.scope`` x ``train.peft``):
+
+- ``peft=none``: every parameter of the mask decoder, and of the image encoder with ``encoder_decoder``;
+- ``peft=lora|adapter``: the LoRA/adapter parameters inside the scope, plus the decoder's per-token
+  heads (mask tokens, hypernetwork MLPs, IoU head), which must be learned when classes change.
+
+The prompt encoder is always frozen (auto mode uses its default embeddings; prompted modes use
+SAM's as they are). Everything else keeps its loaded values bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+from flax import nnx
+
+from samjax.build_sam import build_sam_from_spec, read_checkpoint
+from samjax.errors import CheckpointError
+from samjax.model_spec import get_spec
+from samjax.modeling import peft
+from samjax.modeling.sam import Sam
+from samjax.params import flat_params, param_shapes
+from samjax.weights.resize_pos import resize_position_embeddings
+
+HEAD_PATTERN = re.compile(r"^mask_decoder\.(mask_tokens|iou_token|output_hypernetworks_mlps|iou_prediction_head)\b")
+SCOPES = ("decoder", "encoder_decoder")
+PEFTS = ("none", "adapter", "lora")
+
+
+def model_spec(cfg, num_classes: int):
+    """The SamSpec of a config: encoder, image size, overrides, and ``num_classes`` mask tokens in auto mode."""
+    spec = get_spec(cfg.model.encoder).replace(image_size=int(cfg.data.image_size))
+    overrides = dict(cfg.model.get("overrides", {}) or {})
+    for key, value in overrides.items():
+        if isinstance(value, list):
+            overrides[key] = tuple(value)
+    spec = spec.replace(**overrides)
+    if cfg.train.mode == "auto":
+        spec = spec.replace(num_multimask_outputs=num_classes - 1)
+    if spec.image_size % spec.patch_size:
+        raise ValueError(f"data.image_size {spec.image_size} must be a multiple of the patch size {spec.patch_size}")
+    return spec
+
+
+def _checkpoint_params(path: str, which: str = "latest") -> dict[str, np.ndarray]:
+    from samjax import checkpoint as ckpt
+
+    if os.path.isdir(os.path.join(path, "checkpoints")):  # a samjax training workdir
+        return ckpt.latest_model_params(path, which)
+    return read_checkpoint(path)[1]
+
+
+def load_matching(model: Sam, params: dict[str, np.ndarray], source: str) -> list[str]:
+    """Loads ``params`` into ``model``; returns the heads left at their initialization (shape changed).
+
+    Every other parameter must be present with its exact shape (after position-embedding resizing).
+    """
+    shapes = param_shapes(model)
+    params = resize_position_embeddings(params, shapes)
+    reinit = sorted(k for k in shapes if HEAD_PATTERN.match(k) and (k not in params or params[k].shape != shapes[k]))
+    problems = [f"  {k}: missing" for k in shapes if k not in params and k not in reinit and not _is_new(k)]
+    problems += [f"  {k}: checkpoint {params[k].shape} vs model {shapes[k]}" for k in shapes
+                 if k in params and k not in reinit and params[k].shape != shapes[k]]
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model:\n" + "\n".join(problems[:30]))
+    current = flat_params(model)
+    values = {k: (params[k] if k in params and k not in reinit else np.asarray(current[k])) for k in shapes}
+    flat = nnx.to_flat_state(nnx.state(model))
+    for path, var in flat:
+        var.set_value(np.asarray(values[".".join(str(p) for p in path)], dtype=var.dtype))
+    nnx.update(model, nnx.from_flat_state(flat))
+    return reinit
+
+
+def _is_new(name: str) -> bool:
+    """Parameters that a plain SAM checkpoint does not have (PEFT)."""
+    return "lora" in name or "adapter" in name
+
+
+def build_model(cfg, num_classes: int, log=print) -> Sam:
+    """SAM for ``cfg`` (see the module docstring); ``log`` receives one line per decision."""
+    if cfg.train.scope not in SCOPES:
+        raise ValueError(f"train.scope must be one of {SCOPES}, got {cfg.train.scope!r}")
+    if cfg.train.peft not in PEFTS:
+        raise ValueError(f"train.peft must be one of {PEFTS}, got {cfg.train.peft!r}")
+    spec = model_spec(cfg, num_classes)
+    rngs = nnx.Rngs(int(cfg.seed))
+    model = build_sam_from_spec(spec, rngs=rngs)
+    encoder_in_scope = cfg.train.scope == "encoder_decoder"
+    if cfg.train.peft == "lora":
+        peft.apply_lora(model, rank=int(cfg.train.lora_rank), alpha=float(cfg.train.lora_alpha),
+                        encoder_blocks=_blocks(cfg.train.lora_encoder_blocks) if encoder_in_scope else None,
+                        decoder=True, rngs=rngs)
+    elif cfg.train.peft == "adapter":
+        peft.apply_adapters(model, encoder_blocks=_blocks(cfg.train.adapter_encoder_blocks) if encoder_in_scope else None,
+                            decoder=True, rngs=rngs)
+    if cfg.init_checkpoint:
+        # After PEFT, so a fine-tuned run's LoRA/adapter weights load too (a plain SAM has none: kept at init).
+        path = os.path.expanduser(cfg.init_checkpoint)
+        reinit = load_matching(model, _checkpoint_params(path, cfg.get("init_checkpoint_which", "latest")), path)
+        log(f"loaded {path}" + (f"; re-initialized {len(reinit)} head tensors for {num_classes} classes" if reinit else ""))
+    else:
+        log(f"no init_checkpoint: {spec.name} starts from random weights")
+    if cfg.model.drop_path:
+        peft.set_drop_path(model, float(cfg.model.drop_path))
+    if cfg.model.remat:
+        peft.set_remat(model, True)
+    return model
+
+
+def _blocks(value):
+    if value in ("all", None):
+        return value
+    return [int(v) for v in value]
+
+
+def trainable_filter(cfg):
+    """The nnx filter of the parameters the optimizer updates (see the module docstring)."""
+    decoder = nnx.PathContains("mask_decoder")
+    encoder = nnx.PathContains("image_encoder")
+    in_scope = nnx.Any(decoder, encoder) if cfg.train.scope == "encoder_decoder" else decoder
+    if cfg.train.peft == "none":
+        return nnx.All(nnx.Param, in_scope)
+    kind = nnx.LoRAParam if cfg.train.peft == "lora" else peft.AdapterParam
+    heads = nnx.Any(*(nnx.PathContains(n) for n in ("mask_tokens", "output_hypernetworks_mlps", "iou_prediction_head")))
+    return nnx.Any(nnx.All(nnx.OfType(kind), in_scope), nnx.All(nnx.Param, decoder, heads))

@@ -1,0 +1,48 @@
+"""Train SAM: fine-tuning strategies of the study, on one CPU, one GPU or many hosts.
+
+    python train.py --config configs/quickstart.py --workdir runs/quickstart
+    python train.py --config configs/finetune.py:vit_b,decoder,lora --workdir runs/x \
+        --config.init_checkpoint=ckpt/sam_vit_b --config.data.name=liver --config.mesh.fsdp=4
+
+Started again with the same ``--workdir`` a run resumes from its last checkpoint. On a cluster, start
+one process per host: JAX detects TPU pods, SLURM and Open MPI; elsewhere pass
+``--coordinator_address``, ``--num_processes`` and ``--process_id``.
+"""
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "an ml_collections config file (configs/*.py)")
+_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and pictures go")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host runs)")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "processes in the run (multi-host runs)")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's index (multi-host runs)")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # TFDS and JAX report at INFO; the trainer prints what matters
+    cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.expanduser(_CONFIG.value.get("compilation_cache_dir", ""))
+    if cache:  # compiled programs survive restarts: a resumed run starts in seconds
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", cache)
+    from samjax.train import distributed
+
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    from samjax.train import trainer
+
+    from samjax.train.writers import NonFiniteLossError
+
+    try:
+        trainer.run(_CONFIG.value, os.path.expanduser(_WORKDIR.value))
+    except NonFiniteLossError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    app.run(main)
