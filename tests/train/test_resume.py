@@ -1,0 +1,88 @@
+"""A run killed with SIGKILL and started again with the same command continues exactly as an
+uninterrupted run (same losses, bitwise on CPU); half-written checkpoints are never chosen."""
+
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+
+from train_runs import ROOT, env, losses, run, train_command
+
+
+def test_kill_and_resume_is_exact(tmp_path, data_dir, uninterrupted):
+    workdir = tmp_path / "killed"
+    proc = subprocess.Popen(train_command(workdir, data_dir), cwd=ROOT, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    metrics = workdir / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None:
+        # Kill in the middle: once step 5 is logged (a checkpoint at 2 or 4 exists or is being written).
+        if metrics.is_file() and '"step": 5' in metrics.read_text():
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = max(losses(workdir))
+    assert killed_at < 8
+
+    result = run(train_command(workdir, data_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed from" in result.stdout
+    resumed = losses(workdir)
+    assert sorted(resumed) == list(range(1, 9))  # every step once: the killed run's tail was rewritten
+    for step in range(1, 9):
+        assert resumed[step] == uninterrupted[step], (step, resumed[step], uninterrupted[step])
+
+
+def test_a_half_written_checkpoint_is_not_chosen(tmp_path, data_dir, uninterrupted):
+    import shutil
+
+    workdir = tmp_path / "partial"
+    result = run(train_command(workdir, data_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoints = workdir / "checkpoints"
+    shutil.rmtree(checkpoints / "8")
+    # What a save interrupted at step 6 leaves: Orbax's temporary folder, half full.
+    partial = checkpoints / "6.orbax-checkpoint-tmp-1234"
+    os.rename(checkpoints / "6", partial)
+    for f in sorted(partial.rglob("*"))[::2]:
+        if f.is_file():
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    result = run(train_command(workdir, data_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{checkpoints}/4" in result.stdout
+    assert losses(workdir) == uninterrupted
+
+
+def test_non_finite_loss_stops_with_step_and_term(tmp_path, data_dir):
+    workdir = tmp_path / "nan"
+    result = run(train_command(workdir, data_dir, "--config.optim.learning_rate=1e30", "--config.optim.grad_clip_norm=0"))
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert "non-finite loss at step" in message and "loss=" in message
+    step = int(message.split("at step ")[1].split(":")[0])
+    saved = [int(d) for d in os.listdir(workdir / "checkpoints") if d.isdigit()]
+    assert all(s < step for s in saved)  # nothing after the last good step is kept
+    assert np.isfinite(list(losses(workdir).values())).all()
+
+
+def test_resume_onto_another_mesh(tmp_path, data_dir, uninterrupted):
+    """Saved on 8 devices as data=2 x fsdp=4, resumed as fsdp=8: the checkpoint reshards on load."""
+    import shutil
+
+    workdir = tmp_path / "remesh"
+    devices = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    first = subprocess.run(train_command(workdir, data_dir, "--config.mesh.data=2", "--config.mesh.fsdp=4"),
+                           cwd=ROOT, env={**env(), **devices}, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    for step in ("6", "8"):
+        shutil.rmtree(workdir / "checkpoints" / step)
+    second = subprocess.run(train_command(workdir, data_dir, "--config.mesh.data=1", "--config.mesh.fsdp=8"),
+                            cwd=ROOT, env={**env(), **devices}, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "mesh {'data': 1, 'fsdp': 8, 'tensor': 1}" in second.stdout and "resumed from" in second.stdout
+    resumed = losses(workdir)
+    np.testing.assert_allclose([resumed[s] for s in range(1, 9)], [uninterrupted[s] for s in range(1, 9)], rtol=1e-4)
