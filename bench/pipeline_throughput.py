@@ -1,0 +1,38 @@
+"""Examples per second out of the training pipeline: phantoms 256 -> SAM's 1024 input, with the
+default augmentations and prompt simulation, in this process and with worker processes.
+
+    python bench/pipeline_throughput.py [--image-size 1024] [--workers 0 2] [--batches 20]
+"""
+
+import argparse
+import tempfile
+import time
+
+from samjax.data import pipeline
+from samjax.data.augment import augmentations
+from samjax.data.prompts import SimulatePrompts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image-size", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as data_dir:
+        source = pipeline.open_source("phantoms/labeled_256", "train", data_dir)
+        ds = pipeline.train_dataset([source], global_batch=args.batch, image_size=args.image_size, seed=0,
+                                    augment=augmentations(), prompts=SimulatePrompts(num_objects=5))
+        for workers in args.workers:
+            it = iter(pipeline.to_iterable(ds, workers=workers))
+            next(it)  # start-up (worker processes) is not counted
+            start = time.perf_counter()
+            for _ in range(args.batches):
+                next(it)
+            rate = args.batches * args.batch / (time.perf_counter() - start)
+            print(f"image_size {args.image_size}, batch {args.batch}, workers {workers}: {rate:.1f} examples/s")
+
+
+if __name__ == "__main__":
+    main()
