@@ -225,12 +225,18 @@ def train_dataset(sources: Sequence[Source], *, global_batch: int, image_size: i
 
 
 def eval_dataset(source: Source, *, global_batch: int, image_size: int, labeled: bool = True,
-                 process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
-    """Every record once, in order, as this host's batches; ``weight`` is 0 on padding examples."""
+                 process_index: int = 0, process_count: int = 1, low_res_size: int | None = None,
+                 prompts=None, seed: int = 0) -> grain.MapDataset:
+    """Every record once, in order, as this host's batches; ``weight`` is 0 on padding examples.
+
+    ``prompts`` (a ``SimulatePrompts``) adds simulated prompts, the same ones for every call with ``seed``.
+    """
     n = len(source.records)
     total = -(-n // global_batch) * global_batch
     ds = grain.MapDataset.source(source.records).map(Standardize(labeled=labeled, keep_ids=True))
-    ds = ds.map(SamFormat(image_size))
+    ds = ds.map(SamFormat(image_size, low_res_size))
+    if prompts is not None:
+        ds = ds.seed(seed).random_map(prompts)
     ds = _Gather(ds, np.minimum(np.arange(total), n - 1)).map_with_index(_Weight(n))
     ds = _HostSlice(ds, global_batch, process_index, process_count)
     return ds.batch(global_batch // process_count, drop_remainder=True)

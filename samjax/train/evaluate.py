@@ -16,9 +16,10 @@ from jax.experimental import multihost_utils
 
 from samjax import metrics, parallel
 from samjax.data import pipeline
-from samjax.train import supervised
+from samjax.train import strategy, supervised
 
-NUMERIC_KEYS = ("image", "valid", "label", "low_res_label", "weight")
+NUMERIC_KEYS = ("image", "valid", "label", "low_res_label", "weight", "boxes", "points", "point_labels",
+                "object_valid", "object_masks", "object_class")
 
 
 def format_dice(result: dict) -> str:
@@ -36,11 +37,32 @@ def _predict_fn(trainable, num_classes: int):
     return jax.jit(predict)
 
 
+def _prompted_fn(trainable, num_classes: int, mode: str):
+    """Per-object Dice statistics at low resolution, in the object's class column: ``(B*K, C)`` each.
+
+    The mask SAM would return is the one with the highest predicted IoU; padding objects count nowhere.
+    """
+    def predict(params, frozen, batch):
+        model = trainable.model(params, frozen)
+        logits, iou = supervised.prompted_logits(model, batch, mode, None, trainable.dtype)
+        best = jnp.argmax(iou, axis=-1)
+        masks = jnp.take_along_axis(logits, best[..., None, None, None], axis=2)[:, :, 0] > 0
+        target = batch["object_masks"]
+        keep = batch["object_valid"] & (batch["weight"][:, None] > 0)
+        onehot = jax.nn.one_hot(batch["object_class"], num_classes, dtype=jnp.int32) * keep[..., None]
+        counts = [(masks & target).sum((-1, -2)), masks.sum((-1, -2)), target.sum((-1, -2))]
+        return tuple((c[..., None] * onehot).reshape(-1, num_classes) for c in counts)
+
+    return jax.jit(predict)
+
+
 def validate(cfg, trainable, params, frozen, mesh, class_names, split: str | None = None,
              max_examples: int | None = None, mode: str = "image", on_batch=None) -> dict:
-    """Dice of the current parameters on ``split`` (default ``data.eval_split``); auto mode."""
-    if cfg.train.mode != "auto":
-        raise NotImplementedError("validation of prompted modes is done by eval.py's interactive evaluation")
+    """Dice of the current parameters on ``split`` (default ``data.eval_split``).
+
+    Auto mode: class maps against labels at the input resolution. Prompted modes: each object's
+    mask (from its simulated box or point, fixed by the seed) against the object, at low resolution.
+    """
     source = pipeline.open_source(cfg.data.name, split or cfg.data.eval_split, cfg.data.data_dir)
     limit = max_examples if max_examples is not None else int(cfg.data.get("eval_max_examples", 0) or 0)
     if limit and limit < len(source.records):
@@ -48,13 +70,26 @@ def validate(cfg, trainable, params, frozen, mesh, class_names, split: str | Non
     batch_size = int(cfg.data.eval_batch)
     ways = mesh.shape["data"] * mesh.shape["fsdp"]
     batch_size = -(-batch_size // ways) * ways
-    ds = pipeline.eval_dataset(source, global_batch=batch_size, image_size=int(cfg.data.image_size),
-                               process_index=jax.process_index(), process_count=jax.process_count())
     num_classes = len(class_names)
-    predict = _predict_fn(trainable, num_classes)
+    auto = cfg.train.mode == "auto"
+    prompts = None
+    if not auto:
+        from samjax.data.prompts import SimulatePrompts
+
+        prompts = SimulatePrompts(num_objects=int(cfg.train.num_objects), num_classes=num_classes)
+        mode = "image"
+    low_res_size = strategy.model_spec(cfg, num_classes).low_res_size
+    ds = pipeline.eval_dataset(source, global_batch=batch_size, image_size=int(cfg.data.image_size),
+                               process_index=jax.process_index(), process_count=jax.process_count(),
+                               low_res_size=low_res_size, prompts=prompts, seed=int(cfg.seed))
+    predict = _predict_fn(trainable, num_classes) if auto else _prompted_fn(trainable, num_classes, cfg.train.mode)
     acc = metrics.DiceAccumulator(num_classes, mode=mode)
     for batch in ds:
-        device = parallel.global_batch({k: batch[k] for k in NUMERIC_KEYS}, mesh)
+        device = parallel.global_batch({k: batch[k] for k in NUMERIC_KEYS if k in batch}, mesh)
+        if not auto:
+            stats = [np.asarray(multihost_utils.process_allgather(s, tiled=True)) for s in predict(params, frozen, device)]
+            acc.update_stats(*stats)
+            continue
         (inter, psum, lsum), pred = predict(params, frozen, device)
         stats = [np.asarray(multihost_utils.process_allgather(s, tiled=True)) for s in (inter, psum, lsum)]
         weight = np.asarray(multihost_utils.process_allgather(device["weight"], tiled=True)) > 0
