@@ -124,3 +124,27 @@ def test_prompted_modes_learn_from_simulated_prompts(mode):
         losses.append(float(metrics["loss"]))
         assert set(metrics) >= {"loss", "focal", "dice", "iou"}
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def _losses(cfg, steps=2):
+    mesh = parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    model = strategy.build_model(cfg, 6, log=lambda m: None)
+    trainable = Trainable(model, strategy.trainable_filter(cfg), cfg, mesh, supervised.loss_fn("auto"), log=lambda m: None)
+    state, frozen = trainable.init_state(), trainable.frozen()
+    out = []
+    for i in range(steps):
+        state, metrics = trainable.step_fn(state, frozen, parallel.global_batch(fake_batch(cfg, seed=i), mesh))
+        out.append(float(metrics["loss"]))
+    return out, state
+
+
+def test_switches_bf16_remat_accumulation():
+    reference, _ = _losses(tiny_config())
+    accumulated, _ = _losses(tiny_config(**{"train.grad_accum_steps": 2}))
+    np.testing.assert_allclose(accumulated, reference, rtol=1e-5)  # a mean loss: same gradients, same steps
+    remat, _ = _losses(tiny_config(**{"model.remat": True}))
+    np.testing.assert_allclose(remat, reference, rtol=1e-5)
+    bf16, state = _losses(tiny_config(**{"model.dtype": "bfloat16"}))
+    np.testing.assert_allclose(bf16, reference, rtol=3e-2)  # bf16 compute, close to fp32
+    assert bf16 != reference
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {np.dtype("float32")}  # fp32 masters
