@@ -263,7 +263,7 @@ class ImageEncoderViT(nnx.Module):
 
     Input ``(B, img_size, img_size, 3)`` normalized pixels; output ``(B, img_size/16, img_size/16, out_chans)``.
     ``remat`` (default False) recomputes each block's activations in the backward pass
-    (``remat_policy``: ``None`` or a ``jax.checkpoint_policies`` name); ``samjax.modeling.peft.set_remat``
+    (``remat_policy``: ``None`` or a ``jax.checkpoint_policies`` name); ``samjax.modeling.encoder_switches.set_remat``
     sets both.
     """
 

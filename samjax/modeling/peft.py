@@ -36,13 +36,13 @@ Adapter parameters: ``{...}.adapter_attn.down.kernel`` ``(dim, int(dim * ratio))
 starts at zero, so right after :func:`apply_lora` / :func:`apply_adapters` the model computes
 exactly (bit for bit) what it computed before.
 
-The stochastic-depth (:func:`set_drop_path`) and rematerialization (:func:`set_remat`) switches of the
+The stochastic-depth and rematerialization switches (``samjax.modeling.encoder_switches``) of the
 encoders live here too: they are training knobs set on a built model, like PEFT.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -418,44 +418,7 @@ def count_params(model: nnx.Module, filter=nnx.Param) -> int:
     return _size(model, filter)
 
 
-# --------------------------------------------------------------------------------------------------
-# Stochastic depth and rematerialization
-
-
-def set_drop_path(model, rate: float) -> list[float]:
-    """Sets the stochastic-depth rate of every encoder block: ``rate * i / (depth - 1)`` for block ``i``.
-
-    Works on a Sam or its image encoder, ViT or TinyViT (its attention blocks, flat across stages).
-    Drop path acts only when the encoder is called with a ``key`` (``image_encoder(x, key=key)``).
-    Returns the per-block rates.
-    """
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"drop path rate must be in [0, 1), got {rate}")
-    blocks = list_encoder_blocks(model)
-    rates = [rate * i / (len(blocks) - 1) if len(blocks) > 1 else 0.0 for i in range(len(blocks))]
-    for block, r in zip(blocks, rates):
-        block.drop_path = float(r)
-    return rates
-
-
-def set_remat(model, enabled: bool = True, policy: str | Callable | None = None) -> None:
-    """Switches rematerialization of each image-encoder block on or off (same results, less memory).
-
-    Args:
-      model: a Sam or its image encoder.
-      policy: ``None`` (save nothing inside a block) or a ``jax.checkpoint_policies`` name such as
-        ``"dots_with_no_batch_dims_saveable"``.
-    """
-    encoder = getattr(model, "image_encoder", model)
-    if not isinstance(encoder, (ImageEncoderViT, TinyViT)):
-        raise TypeError(f"no remat switch on {type(encoder).__name__}")
-    if isinstance(policy, str) and not hasattr(jax.checkpoint_policies, policy):
-        raise ValueError(f"unknown jax.checkpoint_policies name {policy!r}")
-    encoder.remat = bool(enabled)
-    encoder.remat_policy = policy
-
-
 __all__ = [
     "LoRAParam", "AdapterParam", "LoRALinear", "Adapter", "AdapterDense", "qkv_slices", "list_encoder_blocks",
-    "apply_lora", "merge_lora", "apply_adapters", "count_params", "set_drop_path", "set_remat",
+    "apply_lora", "merge_lora", "apply_adapters", "count_params",
 ]

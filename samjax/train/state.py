@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from samjax import parallel
 from samjax.train import optim
+from samjax.train.accumulate import accumulate_gradients
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -148,7 +149,7 @@ class Trainable:
                 (total, terms), grads = grad_fn(params, frozen, micro_batch, key)
                 return (total, terms), grads
 
-            total, terms, grads = optim.accumulate_gradients(micro, state.params, batch, accum)
+            total, terms, grads = accumulate_gradients(micro, state.params, batch, accum)
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
             metrics = {"loss": total, **terms, "grad_norm": optax.tree.norm(grads),

@@ -27,7 +27,7 @@ from flax import nnx
 from samjax.build_sam import build_sam_from_spec, read_checkpoint
 from samjax.errors import CheckpointError
 from samjax.model_spec import get_spec
-from samjax.modeling import peft
+from samjax.modeling import encoder_switches, peft
 from samjax.modeling.sam import Sam
 from samjax.params import flat_params, param_shapes
 from samjax.weights.resize_pos import resize_position_embeddings
@@ -112,9 +112,9 @@ def build_model(cfg, num_classes: int, log=print) -> Sam:
     else:
         log(f"no init_checkpoint: {spec.name} starts from random weights")
     if cfg.model.drop_path:
-        peft.set_drop_path(model, float(cfg.model.drop_path))
+        encoder_switches.set_drop_path(model, float(cfg.model.drop_path))
     if cfg.model.remat:
-        peft.set_remat(model, True)
+        encoder_switches.set_remat(model, True)
     return model
 
 

@@ -23,6 +23,7 @@ from samjax.data import pipeline
 from samjax.data.augment import augmentations
 from samjax.data.prompts import SimulatePrompts
 from samjax.train import evaluate, strategy, supervised, writers
+from samjax.train.progress import ProgressBar
 from samjax.train.state import Trainable
 
 BATCH_KEYS = ("image", "valid", "label", "low_res_label", "boxes", "points", "point_labels", "object_valid",
@@ -109,7 +110,7 @@ def train(cfg, workdir: str) -> Run:
     writer = writers.MetricWriter(workdir, is_chief=chief, resume_step=start + 1 if start else None)
     if start == 0:
         writer.write_hparams(cfg.to_dict())
-    bar = writers.ProgressBar(int(cfg.total_steps), initial_step=start, enabled=chief)
+    bar = ProgressBar(int(cfg.total_steps), initial_step=start, enabled=chief)
     pending: list[tuple[int, dict]] = []
     last_eval: dict = {}
     tick, tick_step = time.perf_counter(), start

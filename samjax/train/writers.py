@@ -28,13 +28,11 @@ import io
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-from tqdm import tqdm
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
@@ -109,7 +107,7 @@ def _format_float(x: Any) -> str:
     return f"{x:.4g}"
 
 
-def _format_value(name: str, value: Any) -> str:
+def format_value(name: str, value: Any) -> str:
     """One metric value, compactly: learning rates as 1.0e-04, integers as they are, the rest to 4 digits."""
     try:
         number = _to_number(name, value)
@@ -160,7 +158,7 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
     parts: list[str] = []
     rates: list[str] = []
     if "step" in metrics:
-        parts.append(f"step {_format_value('step', metrics['step'])}")
+        parts.append(f"step {format_value('step', metrics['step'])}")
     for name, value in metrics.items():
         if name == "step":
             continue
@@ -173,7 +171,7 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
                 text = str(value)
             rates.append(f"{text} {unit}/s")
         else:
-            parts.append(f"{name} {_format_value(name, value)}")
+            parts.append(f"{name} {format_value(name, value)}")
     return " | ".join(parts + rates)
 
 
@@ -436,75 +434,6 @@ class MetricWriter:
             self._events.close()
 
     def __enter__(self) -> MetricWriter:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-
-# --------------------------------------------------------------------------------------------- progress
-
-
-class ProgressBar:
-    """A tqdm bar over training steps, with step rate, ETA and a few metrics.
-
-    Disabled (no output at all) when ``enabled`` is False or on a non-chief process. Redraws at most once a
-    second (``mininterval``), so logs captured from a non-tty (CI, ``nohup``) are not flooded.
-    """
-
-    def __init__(
-        self,
-        total_steps: int,
-        initial_step: int = 0,
-        *,
-        enabled: bool = True,
-        desc: str = "train",
-        is_chief: bool = True,
-        mininterval: float = 1.0,
-        file: Any = None,
-    ):
-        self.total_steps = int(total_steps)
-        self.enabled = bool(enabled and is_chief)
-        self._step = int(initial_step)
-        self._file = file if file is not None else sys.stderr
-        self._bar = tqdm(
-            total=self.total_steps,
-            initial=self._step,
-            desc=desc,
-            unit="step",
-            mininterval=mininterval,
-            dynamic_ncols=True,
-            smoothing=0.1,
-            disable=not self.enabled,
-            file=self._file,
-        )
-
-    @property
-    def n(self) -> int:
-        """The step the bar is at (tracked even when the bar is disabled)."""
-        return self._step
-
-    def update(self, step: int, **postfix: Any) -> None:
-        """Move the bar to ``step`` and show ``postfix`` metrics compactly (``loss=0.4132, lr=1.0e-04``)."""
-        step = int(step)
-        delta = step - self._step
-        self._step = step
-        if not self.enabled:
-            return
-        if postfix:
-            text = ", ".join(f"{name}={_format_value(name, value)}" for name, value in postfix.items())
-            self._bar.set_postfix_str(text, refresh=False)
-        self._bar.update(delta)
-
-    def write(self, message: str) -> None:
-        """Print a log line above the bar, to the bar's stream, without breaking it (nothing when disabled)."""
-        if self.enabled:
-            tqdm.write(message, file=self._file)
-
-    def close(self) -> None:
-        self._bar.close()
-
-    def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, *exc_info) -> None:

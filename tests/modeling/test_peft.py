@@ -10,7 +10,7 @@ from flax import nnx
 
 from samjax.build_sam import build_sam_from_spec
 from samjax.model_spec import get_spec
-from samjax.modeling import peft
+from samjax.modeling import encoder_switches, peft
 from samjax.modeling.image_encoder import Block, drop_path
 from samjax.params import assign_params, flat_params, param_shapes
 
@@ -361,16 +361,16 @@ def test_drop_path_function():
 
 def test_drop_path_schedule():
     model = make("vit")
-    np.testing.assert_allclose(peft.set_drop_path(model, 0.2), [0.0, 0.2])
+    np.testing.assert_allclose(encoder_switches.set_drop_path(model, 0.2), [0.0, 0.2])
     deep = nnx.eval_shape(lambda: build_sam_from_spec(VIT.replace(encoder_depth=4, encoder_global_attn_indexes=(3,))))
-    rates = peft.set_drop_path(deep, 0.3)
+    rates = encoder_switches.set_drop_path(deep, 0.3)
     np.testing.assert_allclose(rates, [0.0, 0.1, 0.2, 0.3])
     np.testing.assert_allclose([b.drop_path for b in deep.image_encoder.blocks], [0.0, 0.1, 0.2, 0.3])
     tiny = make("tiny_vit")
-    np.testing.assert_allclose(peft.set_drop_path(tiny, 0.3), [0.0, 0.1, 0.2, 0.3])
+    np.testing.assert_allclose(encoder_switches.set_drop_path(tiny, 0.3), [0.0, 0.1, 0.2, 0.3])
     np.testing.assert_allclose([b.drop_path for b in tiny.image_encoder.attention_blocks], [0.0, 0.1, 0.2, 0.3])
     with pytest.raises(ValueError):
-        peft.set_drop_path(model, 1.0)
+        encoder_switches.set_drop_path(model, 1.0)
 
 
 @pytest.mark.parametrize("kind", ["vit", "tiny_vit"])
@@ -379,7 +379,7 @@ def test_drop_path_in_encoder(kind):
     x = images()
     ref = np.asarray(encode(model, x))
     assert np.array_equal(encode(model, x, jax.random.key(0)), ref)  # rate 0 with a key: no-op
-    peft.set_drop_path(model, 0.5)
+    encoder_switches.set_drop_path(model, 0.5)
     assert np.array_equal(encode(model, x), ref)  # no key (inference): off
     a, b = encode(model, x, jax.random.key(1)), encode(model, x, jax.random.key(2))
     assert not np.allclose(a, b)
@@ -414,7 +414,7 @@ def test_remat_same_outputs_and_gradients(kind, policy):
     peft.apply_lora(model)
     peft.apply_adapters(model)
     set_random(model, nnx.Any(nnx.LoRAParam, peft.AdapterParam), seed=9, std=0.05)
-    peft.set_drop_path(model, 0.3)
+    encoder_switches.set_drop_path(model, 0.3)
     x = images()
     key = jax.random.key(11)
 
@@ -428,12 +428,12 @@ def test_remat_same_outputs_and_gradients(kind, policy):
         return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
 
     (l0, out0), g0 = run()
-    peft.set_remat(model, True, policy=policy)
+    encoder_switches.set_remat(model, True, policy=policy)
     assert model.image_encoder.remat
     (l1, out1), g1 = run()
     np.testing.assert_array_equal(out1, out0)
     np.testing.assert_array_equal(l1, l0)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    peft.set_remat(model, False)
+    encoder_switches.set_remat(model, False)
     assert not model.image_encoder.remat

@@ -14,7 +14,8 @@ from flax import nnx
 from samjax.build_sam import build_sam_from_spec
 from samjax.model_spec import get_spec
 from samjax.params import assign_params, flat_params, param_shapes
-from samjax.train import optim
+from samjax.train import optim, param_rules
+from samjax.train.accumulate import accumulate_gradients
 
 TINY_VIT_B = dict(encoder_embed_dim=32, encoder_depth=4, encoder_num_heads=2, encoder_global_attn_indexes=(1, 3),
                   image_size=64, patch_size=8, window_size=4)
@@ -133,11 +134,11 @@ def test_optimizer_errors(kw, match):
 def test_param_path_same_names_for_every_tree_kind(vit_model):
     want = sorted(flat_params(vit_model))
     state = nnx.state(vit_model)  # Variables: paths end in GetAttrKey('value')
-    assert sorted(n for n, _ in optim.named_leaves(state)) == want
-    assert sorted(n for n, _ in optim.named_leaves(nnx.as_pure(state))) == want
-    assert sorted(n for n, _ in optim.named_leaves(vit_model)) == want  # GetAttrKey / SequenceKey
+    assert sorted(n for n, _ in param_rules.named_leaves(state)) == want
+    assert sorted(n for n, _ in param_rules.named_leaves(nnx.as_pure(state))) == want
+    assert sorted(n for n, _ in param_rules.named_leaves(vit_model)) == want  # GetAttrKey / SequenceKey
     nested = {"a": {"b": [jnp.zeros(1), {"value": jnp.zeros(2)}]}}
-    assert [n for n, _ in optim.named_leaves(nested)] == ["a.b.0", "a.b.1.value"]  # a dict key 'value' stays
+    assert [n for n, _ in param_rules.named_leaves(nested)] == ["a.b.0", "a.b.1.value"]  # a dict key 'value' stays
 
 
 # ---------------------------------------------------------------------------------------------- layer ids
@@ -145,10 +146,10 @@ def test_param_path_same_names_for_every_tree_kind(vit_model):
 
 def test_layer_id_vit(vit_abstract):
     names = list(param_shapes(vit_abstract))
-    assert optim.encoder_layout(names) == (4, None)
+    assert param_rules.encoder_layout(names) == (4, None)
     seen = set()
     for name in names:
-        lid = optim.layer_id(name, 4)
+        lid = param_rules.layer_id(name, 4)
         if name.startswith(("image_encoder.patch_embed.", "image_encoder.pos_embed")):
             assert lid == 0, name
         elif name.startswith("image_encoder.blocks."):
@@ -158,23 +159,23 @@ def test_layer_id_vit(vit_abstract):
             assert name.startswith(("image_encoder.neck", "prompt_encoder.", "mask_decoder.")), name
             assert lid == 5, name
     assert seen == {1, 2, 3, 4}
-    assert optim.layer_id("image_encoder.blocks.2.attn.qkv.lora_a", 4) == 3  # PEFT inside a block
-    assert optim.layer_id("model.image_encoder.blocks.0.mlp.lin1.kernel", 4) == 1  # any prefix
-    assert optim.layer_id("mae_decoder.blocks.0.mlp.lin1.kernel", 4) == 5  # not the image encoder
+    assert param_rules.layer_id("image_encoder.blocks.2.attn.qkv.lora_a", 4) == 3  # PEFT inside a block
+    assert param_rules.layer_id("model.image_encoder.blocks.0.mlp.lin1.kernel", 4) == 1  # any prefix
+    assert param_rules.layer_id("mae_decoder.blocks.0.mlp.lin1.kernel", 4) == 5  # not the image encoder
     with pytest.raises(ValueError, match="beyond"):
-        optim.layer_id("image_encoder.blocks.4.mlp.lin1.kernel", 4)
+        param_rules.layer_id("image_encoder.blocks.4.mlp.lin1.kernel", 4)
 
 
 def test_layer_id_tiny_vit(tiny_vit_abstract):
     names = list(param_shapes(tiny_vit_abstract))
     depths = (1, 2, 2, 1)
-    assert optim.encoder_layout(names) == (6, depths)
+    assert param_rules.encoder_layout(names) == (6, depths)
     ids = {}
     for name in names:
-        ids.setdefault(optim.layer_id(name, 6, depths), set()).add(".".join(name.split(".")[:4]))
+        ids.setdefault(param_rules.layer_id(name, 6, depths), set()).add(".".join(name.split(".")[:4]))
     for name in names:
         rest = name.split(".")[1:]
-        lid = optim.layer_id(name, 6, depths)
+        lid = param_rules.layer_id(name, 6, depths)
         if rest[0].startswith("patch_embed_conv"):
             assert lid == 0, name
         elif rest[0] == "layers":
@@ -186,16 +187,16 @@ def test_layer_id_tiny_vit(tiny_vit_abstract):
             assert lid == 7, name
     assert set(ids) == set(range(8))
     # MobileSAM's real depths (2, 2, 6, 2) are the default; ``layers.{s}.blocks.{j}`` is accepted too
-    assert optim.layer_id("image_encoder.layers.2.5.attn.qkv.kernel", 12) == 2 + 2 + 5 + 1
-    assert optim.layer_id("image_encoder.layers.3.blocks.1.mlp.fc1.kernel", 12) == 12
-    assert optim.layer_id("image_encoder.downsamples.2.conv1.c.kernel", 12) == 10
+    assert param_rules.layer_id("image_encoder.layers.2.5.attn.qkv.kernel", 12) == 2 + 2 + 5 + 1
+    assert param_rules.layer_id("image_encoder.layers.3.blocks.1.mlp.fc1.kernel", 12) == 12
+    assert param_rules.layer_id("image_encoder.downsamples.2.conv1.c.kernel", 12) == 10
     with pytest.raises(ValueError, match="do not add up"):
-        optim.layer_id("image_encoder.layers.0.0.conv1.c.kernel", 6)
+        param_rules.layer_id("image_encoder.layers.0.0.conv1.c.kernel", 6)
 
 
 def test_layer_decay_scales_exact(vit_abstract):
     state = nnx.state(vit_abstract, nnx.Param)
-    scales = dict(optim.named_leaves(optim.layer_decay_scales(state, 0.5)))
+    scales = dict(param_rules.named_leaves(param_rules.layer_decay_scales(state, 0.5)))
     assert scales["image_encoder.patch_embed.kernel"] == 0.5**5
     assert scales["image_encoder.pos_embed"] == 0.5**5
     assert scales["image_encoder.blocks.0.attn.qkv.kernel"] == 0.5**4
@@ -211,8 +212,8 @@ def test_layer_decay_scales_exact(vit_abstract):
 
 
 def test_weight_decay_mask_vit(vit_abstract):
-    params = dict(optim.named_leaves(nnx.state(vit_abstract)))
-    mask = optim.weight_decay_mask(params)
+    params = dict(param_rules.named_leaves(nnx.state(vit_abstract)))
+    mask = param_rules.weight_decay_mask(params)
     assert set(mask) == set(params) and all(isinstance(v, bool) for v in mask.values())
     decayed = {k for k, v in mask.items() if v}
     assert decayed == {k for k in params if k.endswith(".kernel")}  # in SAM exactly the kernels decay
@@ -227,19 +228,19 @@ def test_weight_decay_mask_vit(vit_abstract):
                  "prompt_encoder.point_embeddings.2", "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"]:
         assert not mask[name], name
     # PEFT (samjax.modeling.peft): LoRA matrices (n, in, rank) and adapter kernels decay, biases not
-    assert optim.decays("image_encoder.blocks.0.attn.qkv.lora_a", 3)
-    assert optim.decays("image_encoder.blocks.0.adapter_mlp.down.kernel", 2)
-    assert not optim.decays("image_encoder.blocks.0.adapter_mlp.down.bias", 1)
+    assert param_rules.decays("image_encoder.blocks.0.attn.qkv.lora_a", 3)
+    assert param_rules.decays("image_encoder.blocks.0.adapter_mlp.down.kernel", 2)
+    assert not param_rules.decays("image_encoder.blocks.0.adapter_mlp.down.bias", 1)
     # nnx.State of Variables: the same structure back, with bools
     state = nnx.state(vit_abstract, nnx.Param)
-    smask = optim.weight_decay_mask(state)
+    smask = param_rules.weight_decay_mask(state)
     assert jax.tree_util.tree_structure(jax.tree_util.tree_map(lambda _: 0, smask)) == \
         jax.tree_util.tree_structure(jax.tree_util.tree_map(lambda _: 0, state))
-    assert {n: m for n, m in optim.named_leaves(smask)} == {k: mask[k] for k, _ in optim.named_leaves(state)}
+    assert {n: m for n, m in param_rules.named_leaves(smask)} == {k: mask[k] for k, _ in param_rules.named_leaves(state)}
 
 
 def test_weight_decay_mask_tiny_vit(tiny_vit_abstract):
-    mask = dict(optim.named_leaves(optim.weight_decay_mask(nnx.state(tiny_vit_abstract))))
+    mask = dict(param_rules.named_leaves(param_rules.weight_decay_mask(nnx.state(tiny_vit_abstract))))
     assert mask["image_encoder.layers.1.0.attn.qkv.kernel"]
     assert mask["image_encoder.layers.0.0.conv2.c.kernel"]
     assert mask["image_encoder.patch_embed_conv1.c.kernel"]
@@ -293,7 +294,7 @@ def test_adamw_matches_numpy():
         updates, state = step(g, state, p)
         p = optax.apply_updates(p, updates)
 
-    flat = dict(optim.named_leaves(params))
+    flat = dict(param_rules.named_leaves(params))
     masks = {"image_encoder.patch_embed.kernel": True, "image_encoder.blocks.0.attn.qkv.kernel": True,
              "image_encoder.blocks.1.norm1.scale": False, "mask_decoder.iou_token": False,
              "mask_decoder.lin.kernel": True}
@@ -301,11 +302,11 @@ def test_adamw_matches_numpy():
     scales = {"image_encoder.patch_embed.kernel": 0.7**3, "image_encoder.blocks.0.attn.qkv.kernel": 0.7**2,
               "image_encoder.blocks.1.norm1.scale": 0.7, "mask_decoder.iou_token": 1.0,
               "mask_decoder.lin.kernel": 1.0}
-    assert dict(optim.named_leaves(optim.weight_decay_mask(params))) == masks
+    assert dict(param_rules.named_leaves(param_rules.weight_decay_mask(params))) == masks
     lr_fn = lambda t: 0.1 * t / 2 if t < 2 else 0.1 * 0.5 * (1 + math.cos(math.pi * (t - 2) / 8))  # noqa: E731
-    want = numpy_adamw(flat, [dict(optim.named_leaves(g)) for g in grads_seq], lr_fn=lr_fn, b1=0.8, b2=0.95,
+    want = numpy_adamw(flat, [dict(param_rules.named_leaves(g)) for g in grads_seq], lr_fn=lr_fn, b1=0.8, b2=0.95,
                        eps=1e-6, wd=0.05, clip=0.5, masks=masks, scales=scales)
-    got = dict(optim.named_leaves(p))
+    got = dict(param_rules.named_leaves(p))
     for k in want:
         np.testing.assert_allclose(np.asarray(got[k]), want[k], atol=1e-6, rtol=0, err_msg=k)
         assert not np.allclose(np.asarray(got[k]), flat[k]), k  # every leaf moved
@@ -341,8 +342,8 @@ def test_nnx_optimizer_on_model(vit_model):
 
     step(model, opt, grads)
     after = flat_params(model)
-    scales = dict(optim.named_leaves(optim.layer_decay_scales(state, 0.5)))
-    mask = dict(optim.named_leaves(optim.weight_decay_mask(state)))
+    scales = dict(param_rules.named_leaves(param_rules.layer_decay_scales(state, 0.5)))
+    mask = dict(param_rules.named_leaves(param_rules.weight_decay_mask(state)))
     assert set(scales) == set(mask)
     for name in before:
         if name not in scales:  # a buffer, not a Param: untouched
@@ -360,7 +361,7 @@ def test_optimizer_tiny_vit_layer_decay(tiny_vit_abstract):
     opt_state = jax.eval_shape(tx.init, state)
     updates, _ = jax.eval_shape(tx.update, nnx.as_pure(state), opt_state, nnx.as_pure(state))
     assert jax.tree_util.tree_structure(updates) == jax.tree_util.tree_structure(nnx.as_pure(state))
-    scales = dict(optim.named_leaves(optim.layer_decay_scales(state, 0.9)))
+    scales = dict(param_rules.named_leaves(param_rules.layer_decay_scales(state, 0.9)))
     assert scales["image_encoder.patch_embed_conv1.c.kernel"] == pytest.approx(0.9**7)
     assert scales["image_encoder.layers.2.1.attn.qkv.kernel"] == pytest.approx(0.9**2)
     assert scales["mask_decoder.iou_token"] == 1.0
@@ -388,16 +389,16 @@ def _mlp_problem():
 def test_accumulate_gradients_equals_full_batch():
     params, batch, lg = _mlp_problem()
     (full_loss, full_aux), full_grads = lg(params, batch)
-    loss1, aux1, grads1 = optim.accumulate_gradients(lg, params, batch, 1)
+    loss1, aux1, grads1 = accumulate_gradients(lg, params, batch, 1)
     assert float(loss1) == float(full_loss)
-    acc = jax.jit(optim.accumulate_gradients, static_argnums=(0, 3))
+    acc = jax.jit(accumulate_gradients, static_argnums=(0, 3))
     loss, aux, grads = acc(lg, params, batch, 4)
     np.testing.assert_allclose(loss, full_loss, atol=1e-6)
     np.testing.assert_allclose(aux["mae"], full_aux["mae"], atol=1e-6)  # equal-size micro-batches
     assert float(aux["n"]) == 2.0  # averaged over micro-batches
     for (path, g), f in zip(jax.tree_util.tree_flatten_with_path(grads)[0], jax.tree_util.tree_leaves(full_grads)):
         assert g.dtype == f.dtype
-        np.testing.assert_allclose(g, f, atol=1e-6, err_msg=optim.param_path(path))
+        np.testing.assert_allclose(g, f, atol=1e-6, err_msg=param_rules.param_path(path))
 
 
 def test_accumulate_gradients_micro_batches_and_errors():
@@ -408,11 +409,11 @@ def test_accumulate_gradients_micro_batches_and_errors():
         seen.append(b["x"].shape)
         return lg(p, b)
 
-    optim.accumulate_gradients(spy, params, batch, 4)
+    accumulate_gradients(spy, params, batch, 4)
     assert all(s == (2, 3) for s in seen)  # one micro-batch in the scan body
     with pytest.raises(ValueError, match="equal micro-batches"):
-        optim.accumulate_gradients(lg, params, batch, 3)
+        accumulate_gradients(lg, params, batch, 3)
     with pytest.raises(ValueError, match="steps"):
-        optim.accumulate_gradients(lg, params, batch, 0)
+        accumulate_gradients(lg, params, batch, 0)
     with pytest.raises(ValueError, match="different leading sizes"):
-        optim.accumulate_gradients(lg, params, {"x": batch["x"], "y": batch["y"][:4]}, 2)
+        accumulate_gradients(lg, params, {"x": batch["x"], "y": batch["y"][:4]}, 2)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator, event_file_loader
 
+from samjax.train.progress import ProgressBar
 from samjax.train.writers import (
     MetricWriter,
     NonFiniteLossError,
-    ProgressBar,
     check_finite,
     format_metrics,
     read_metrics,
