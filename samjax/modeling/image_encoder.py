@@ -290,6 +290,7 @@ class ImageEncoderViT(nnx.Module):
             raise ValueError(f"img_size {img_size} must be a multiple of patch_size {patch_size}")
         self.img_size = img_size
         self.patch_size = patch_size
+        self.stem_width = embed_dim  # width of the patch tokens (what a MAE mask token replaces)
         self.dtype = dtype
         grid = img_size // patch_size
         self.patch_embed = nnx.Conv(
@@ -338,9 +339,17 @@ class ImageEncoderViT(nnx.Module):
         self.remat = False
         self.remat_policy = None
 
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        """Embeds images; ``key`` (training only) drives the blocks' stochastic depth."""
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None, hidden: jax.Array | None = None,
+                 mask_token: jax.Array | None = None) -> jax.Array:
+        """Embeds images; ``key`` (training only) drives the blocks' stochastic depth.
+
+        ``hidden (B, h, w)`` bool with ``mask_token (stem_width,)`` (MAE pretraining,
+        ``samjax.modeling.mae``): those patch embeddings are replaced by the mask token before the
+        position embedding is added.
+        """
         x = self.patch_embed(x.astype(self.dtype))
+        if hidden is not None:
+            x = jnp.where(hidden[..., None], mask_token.astype(x.dtype), x)
         if self.pos_embed is not None:
             x = x + self.pos_embed[...].astype(x.dtype)
         keys = [None] * len(self.blocks) if key is None else list(jax.random.split(key, len(self.blocks)))

@@ -83,12 +83,15 @@ class Sam(nnx.Module):
         boxes: jax.Array | None = None,
         mask_inputs: jax.Array | None = None,
         multimask_output: bool = False,
+        *,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, jax.Array]:
         """End-to-end on preprocessed ``(B, img_size, img_size, 3)`` images, one prompt set per image.
 
-        Returns low-resolution mask logits ``(B, M, h*4, w*4)`` and IoU predictions ``(B, M)``.
+        ``key`` (training only) drives the image encoder's stochastic depth. Returns low-resolution
+        mask logits ``(B, M, h*4, w*4)`` and IoU predictions ``(B, M)``.
         """
-        embeddings = self.image_encoder(images)
+        embeddings = self.image_encoder(images, key=key)
         sparse, sparse_mask, dense = self.prompt_encoder(points, boxes, mask_inputs)
         return self.mask_decoder(
             embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output, sparse_mask

@@ -34,6 +34,11 @@ TINY_NORM_EPS = 1e-5  # TinyViT's nn.LayerNorm default (the neck's LayerNorm2d k
 BN_EPS = 1e-5
 
 
+# Fan-in scaled, so a randomly initialized ViT-T (training from scratch) keeps its signal through the
+# convolutions: the batch norms are frozen (running statistics), so nothing renormalizes between them.
+CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+
+
 class Conv2dBN(nnx.Module):
     """Convolution without bias followed by frozen batch norm (MobileSAM's ``Conv2d_BN``)."""
 
@@ -43,7 +48,7 @@ class Conv2dBN(nnx.Module):
     ):
         self.c = nnx.Conv(
             cin, cout, kernel_size=(ks, ks), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-            feature_group_count=groups, use_bias=False, dtype=dtype, kernel_init=default_kernel_init, rngs=rngs,
+            feature_group_count=groups, use_bias=False, dtype=dtype, kernel_init=CONV_INIT, rngs=rngs,
         )
         self.bn_scale = nnx.Param(jnp.ones((cout,), jnp.float32))
         self.bn_bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
@@ -211,6 +216,7 @@ class TinyViT(nnx.Module):
             raise ValueError(f"ViT-T needs an image size that is a multiple of 64, got {img_size}")
         kw = dict(rngs=rngs, dtype=dtype)
         self.img_size = img_size
+        self.stem_width = embed_dims[0]  # width of the stem's tokens (what a MAE mask token replaces)
         self.dtype = dtype
         self.patch_embed_conv1 = Conv2dBN(in_chans, embed_dims[0] // 2, 3, 2, 1, **kw)
         self.patch_embed_conv2 = Conv2dBN(embed_dims[0] // 2, embed_dims[0], 3, 2, 1, **kw)
@@ -243,12 +249,21 @@ class TinyViT(nnx.Module):
         """The attention blocks of stages 1-3 in order: the flat "encoder block" numbering of PEFT."""
         return [block for blocks in self.layers for block in blocks if isinstance(block, TinyViTBlock)]
 
-    def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        """Embeds images; ``key`` (training only) drives the attention blocks' stochastic depth."""
+    def __call__(self, x: jax.Array, *, key: jax.Array | None = None, hidden: jax.Array | None = None,
+                 mask_token: jax.Array | None = None) -> jax.Array:
+        """Embeds images; ``key`` (training only) drives the attention blocks' stochastic depth.
+
+        ``hidden (B, h, w)`` bool on the output grid with ``mask_token (stem_width,)`` (MAE
+        pretraining): the stem's tokens under each hidden cell (4x4 of them) become the mask token.
+        """
         n_attn = len(self.attention_blocks)
         keys = iter([None] * n_attn if key is None else list(jax.random.split(key, n_attn)))
         x = x.astype(self.dtype)
         x = self.patch_embed_conv2(gelu(self.patch_embed_conv1(x)))
+        if hidden is not None:
+            f = x.shape[1] // hidden.shape[1]
+            cells = jnp.repeat(jnp.repeat(hidden, f, axis=1), f, axis=2)
+            x = jnp.where(cells[..., None], mask_token.astype(x.dtype), x)
         for i, blocks in enumerate(self.layers):
             for block in blocks:
                 block_key = next(keys) if isinstance(block, TinyViTBlock) else None
