@@ -199,7 +199,7 @@ def iou_prediction_loss(iou_pred, logits, targets, weights=None):
 
 
 def prompted_loss(logits, iou_pred, targets, object_valid, focal_weight: float = 20.0,
-                  dice_weight: float = 1.0, iou_weight: float = 1.0, weights=None):
+                  dice_weight: float = 1.0, iou_weight: float = 1.0, weights=None, candidates=None):
     """SAM's training loss for prompted masks: ``(total, {"focal", "dice", "iou"})``, float32.
 
     Args:
@@ -210,6 +210,9 @@ def prompted_loss(logits, iou_pred, targets, object_valid, focal_weight: float =
         value or the gradient).
       focal_weight, dice_weight, iou_weight: SAM paper's 20 : 1 focal : dice, plus IoU MSE at 1.
       weights: optional ``(B, h, w)`` valid-pixel map for image padding (see module docstring).
+      candidates: optional ``(B, K, M)`` bool: the masks each object may choose from (the rest count
+        nowhere); e.g. all ``M = 4`` tokens predicted, the ambiguous objects choosing among tokens 1-3
+        and the others taking token 0.
 
     For each object and candidate mask ``m``: ``mask_loss[m] = focal_weight * focal[m] +
     dice_weight * dice[m]`` (per-mask :func:`sigmoid_focal_loss` with alpha 0.25, gamma 2, and
@@ -229,12 +232,18 @@ def prompted_loss(logits, iou_pred, targets, object_valid, focal_weight: float =
     focal = sigmoid_focal_loss(x, t, weights=w)                              # (B, K, M)
     dice = binary_dice_loss(x, t, weights=w)
     iou = iou_prediction_loss(iou_pred, x, t, weights=w)
-    best = jnp.argmin(focal_weight * focal + dice_weight * dice, axis=-1)     # (B, K)
+    mask_loss = focal_weight * focal + dice_weight * dice
+    if candidates is None:
+        allowed = jnp.ones(mask_loss.shape, _F32)
+    else:
+        allowed = jnp.broadcast_to(jnp.asarray(candidates, bool), mask_loss.shape).astype(_F32)
+        mask_loss = jnp.where(allowed > 0, mask_loss, jnp.inf)
+    best = jnp.argmin(mask_loss, axis=-1)                                    # (B, K)
     pick = jax.nn.one_hot(best, x.shape[2], dtype=_F32)
     per_object = {
         "focal": jnp.sum(pick * focal, axis=-1),
         "dice": jnp.sum(pick * dice, axis=-1),
-        "iou": jnp.mean(iou, axis=-1),
+        "iou": _safe_div(jnp.sum(allowed * iou, axis=-1), jnp.sum(allowed, axis=-1)),
     }
     valid = jnp.asarray(object_valid, bool)
     count = jnp.sum(valid).astype(_F32)

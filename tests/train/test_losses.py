@@ -281,6 +281,28 @@ def test_multimask_trains_only_the_best_candidate():
     assert np.all(np.asarray(g_iou) != 0)
 
 
+def test_candidates_restrict_the_choice_and_the_iou_mean():
+    """All four tokens predicted: object 0 may choose among tokens 1-3 (a lone point), object 1 takes token 0."""
+    logits, iou_pred, targets, object_valid = _prompted_inputs(12, m=4)
+    object_valid[:] = True
+    candidates = np.zeros(object_valid.shape + (4,), bool)
+    candidates[:, 0, 1:] = True
+    candidates[:, 1:, 0] = True
+    total, parts = prompted_loss(logits, iou_pred, targets, object_valid, candidates=candidates)
+    # The reference: each object's own candidates only, the IoU error averaged over them.
+    focal, dice, iou = [], [], []
+    for b, k in zip(*np.nonzero(object_valid)):
+        keep = np.flatnonzero(candidates[b, k])
+        _, part = _ref_prompted(logits[b:b + 1, k:k + 1][:, :, keep], iou_pred[b:b + 1, k:k + 1][:, :, keep],
+                                targets[b:b + 1, k:k + 1], np.ones((1, 1), bool))
+        focal.append(part["focal"]), dice.append(part["dice"]), iou.append(part["iou"])
+    for key, want in (("focal", focal), ("dice", dice), ("iou", iou)):
+        np.testing.assert_allclose(float(parts[key]), np.mean(want), rtol=1e-5)
+    grads = np.abs(np.asarray(jax.grad(lambda x: prompted_loss(x, iou_pred, targets, object_valid,
+                                                                 candidates=candidates)[0])(jnp.asarray(logits))))
+    assert (grads.sum((-2, -1))[~candidates] == 0).all()  # a mask that is not a candidate gets no gradient
+
+
 def test_single_mask_output():
     logits, iou_pred, targets, object_valid = _prompted_inputs(9, m=1)
     total, _ = prompted_loss(logits, iou_pred, targets, object_valid)
