@@ -1,12 +1,15 @@
-"""Train SAM: fine-tuning strategies of the study, on one CPU, one GPU or many hosts.
+"""Train SAM: fine-tuning, MAE and interactive pretraining, on one CPU, one GPU or many hosts.
 
     python train.py --config configs/quickstart.py --workdir runs/quickstart
+    python train.py --config configs/mae.py --workdir runs/mae                   # MAE pretraining
+    python train.py --config configs/interactive.py --workdir runs/interactive   # SAM's interactive training
     python train.py --config configs/finetune.py:vit_b,decoder,lora --workdir runs/x \
         --config.init_checkpoint=ckpt/sam_vit_b --config.data.name=liver --config.mesh.fsdp=4
 
 Started again with the same ``--workdir`` a run resumes from its last checkpoint. On a cluster, start
 one process per host: JAX detects TPU pods, SLURM and Open MPI; elsewhere pass
-``--coordinator_address``, ``--num_processes`` and ``--process_id``.
+``--coordinator_address``, ``--num_processes`` and ``--process_id``. A bad config value, data set or
+checkpoint ends the command with one line naming it (exit code 1), before anything is built.
 """
 
 import os
@@ -31,16 +34,16 @@ def main(argv):
         import jax
 
         jax.config.update("jax_compilation_cache_dir", cache)
+    from samjax.errors import CheckpointError, ConfigError, DataError
     from samjax.train import distributed
-
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    from samjax.train import trainer
-
     from samjax.train.writers import NonFiniteLossError
 
     try:
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        from samjax.train import trainer
+
         trainer.run(_CONFIG.value, os.path.expanduser(_WORKDIR.value))
-    except NonFiniteLossError as e:
+    except (ConfigError, CheckpointError, DataError, NonFiniteLossError) as e:
         raise SystemExit(f"error: {e}") from None
 
 

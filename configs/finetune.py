@@ -18,6 +18,7 @@ PEFTS = ("none", "adapter", "lora")
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     encoder, scope, peft = (arg.split(",") if arg else ("vit_b", "decoder", "none"))
     c = ml_collections.ConfigDict()
+    c.objective = "finetune"  # finetune | mae (configs/mae.py) | interactive (configs/interactive.py)
     c.seed = 0
     c.init_checkpoint = ""  # a converted SAM folder / Meta .pth / a samjax training workdir; "" = random init
     c.init_checkpoint_which = "latest"  # for a training workdir: its latest or best checkpoint
@@ -37,7 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "phantoms/labeled_256"
+    c.data.name = "phantoms/labeled_256"  # or several, comma-separated: "liver,kidney" (mixed by data.weights)
+    c.data.weights = ""  # e.g. "2,1": sampling weights of the data sets in data.name ("": equal)
+    c.data.eval_name = ""  # the data set validated and evaluated on ("": the first of data.name)
     c.data.data_dir = "~/tensorflow_datasets"
     c.data.train_split = "train"
     c.data.eval_split = "validation"

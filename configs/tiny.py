@@ -2,13 +2,16 @@
 
     python train.py --config configs/tiny.py --workdir /tmp/tiny
     python train.py --config configs/tiny.py:vit_t,encoder_decoder,lora --workdir /tmp/tiny_t
+    python train.py --config configs/tiny.py:mae --workdir /tmp/tiny_mae                  # MAE pretraining
+    python train.py --config configs/tiny.py:interactive --workdir /tmp/tiny_interactive  # interactive training
 
-Same fields as ``configs/finetune.py``; the argument picks the grid point (``encoder,scope,peft``).
+Same fields as ``configs/finetune.py`` (``mae`` and ``interactive``: as ``configs/mae.py`` and
+``configs/interactive.py``); the argument picks the grid point (``encoder,scope,peft``) or the objective.
 """
 
 import ml_collections
 
-from configs import finetune
+from configs import finetune, interactive, mae
 
 TINY_VIT = dict(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=(1,),
                 patch_size=8, window_size=4, prompt_embed_dim=32, decoder_mlp_dim=64, decoder_num_heads=2,
@@ -19,12 +22,26 @@ TINY_TINY_VIT = dict(tiny_embed_dims=(16, 32, 32, 32), tiny_depths=(1, 1, 1, 1),
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = finetune.get_config(arg or "vit_b,encoder_decoder,none")
+    if arg == "mae":
+        c = mae.get_config()
+        c.mae.update(dict(decoder_dim=32, decoder_depth=1, decoder_heads=2))
+        c.optim.learning_rate = 2e-3
+    elif arg == "interactive":
+        c = interactive.get_config()
+        c.train.num_objects = 2
+        c.interactive.eval_clicks = 5
+        c.optim.learning_rate = 2e-3
+    else:
+        c = finetune.get_config(arg or "vit_b,encoder_decoder,none")
+        c.optim.learning_rate = 1e-3
     c.total_steps = 6
     c.log_every_steps = 1
     c.eval_every_steps = 0
     c.checkpoint_every_steps = 2
-    overrides = TINY_TINY_VIT if c.model.encoder == "vit_t" else TINY_VIT
+    c.final_eval_split = ""
+    overrides = dict(TINY_TINY_VIT if c.model.encoder == "vit_t" else TINY_VIT)
+    if arg == "interactive":  # prompts need a wider decoder: 32 wide gives only 4 channels to draw masks with
+        overrides.update(prompt_embed_dim=64, decoder_mlp_dim=128, iou_head_hidden_dim=64, mask_in_chans=8)
     c.model.overrides = ml_collections.ConfigDict(overrides)
     c.data.name = "phantoms/labeled_64"
     c.data.image_size = 64
@@ -32,7 +49,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.eval_batch = 8
     c.data.eval_max_examples = 16
     c.data.augment = ml_collections.ConfigDict({"flip": 0.5, "affine": 0.5, "intensity": 0.5, "elastic": 0.0})
-    c.optim.learning_rate = 1e-3
     c.optim.warmup_steps = 2
     c.train.lora_encoder_blocks = "all"
     return c

@@ -111,17 +111,26 @@ CHECKPOINTS = "checkpoints"
 FROZEN = "frozen"
 
 
+SCORE = "score"
+
+
+def _score(metrics) -> float:
+    """The higher-is-better ranking value stored with a checkpoint (``val_dice`` in older runs)."""
+    return metrics.get(SCORE, metrics.get("val_dice", float("-inf")))
+
+
 class TrainCheckpoints:
-    """Asynchronous checkpoints of one run: the last ``keep`` steps, plus the best by ``best_metric``."""
+    """Asynchronous checkpoints of one run: the last ``keep`` steps, plus the best by ``best_metric``
+    (highest, or lowest with ``higher_is_better=False``; stored with each validated step as ``score``)."""
 
     def __init__(self, workdir: str | os.PathLike, keep: int = 3, best_metric: str | None = "val_dice",
-                 async_save: bool = True):
+                 async_save: bool = True, higher_is_better: bool = True):
         from orbax.checkpoint import checkpoint_managers as cm
 
         policies = [cm.LatestN(n=max(1, int(keep)))]
         if best_metric:
-            policies.append(cm.BestN(get_metric_fn=lambda m: m[best_metric], reverse=False, n=1,
-                                     keep_checkpoints_without_metrics=False))
+            policies.append(cm.BestN(get_metric_fn=_score, reverse=False, n=1, keep_checkpoints_without_metrics=False))
+        self.sign = 1.0 if higher_is_better else -1.0
         self.workdir = os.path.abspath(os.fspath(workdir))
         options = ocp.CheckpointManagerOptions(
             preservation_policy=cm.AnyPreservationPolicy(policies),
@@ -135,11 +144,14 @@ class TrainCheckpoints:
         return self.manager.latest_step()
 
     def best_step(self) -> int | None:
-        return self.manager.best_step() if self.best_metric else None
+        return _best_step(self.manager.directory) if self.best_metric else None
 
     def save(self, step: int, state, data_iterator=None, metrics: Mapping[str, float] | None = None) -> None:
+        """Saves ``step``; ``metrics`` (``{best_metric: value}``, from a validation) rank it for "best"."""
         import grain
 
+        if metrics and self.best_metric in metrics:
+            metrics = {**metrics, SCORE: self.sign * float(metrics[self.best_metric])}
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
@@ -182,7 +194,7 @@ def latest_model_params(workdir: str | os.PathLike, which: str = "latest") -> di
     workdir = os.path.abspath(os.fspath(workdir))
     manager = ocp.CheckpointManager(os.path.join(workdir, CHECKPOINTS),
                                     options=ocp.CheckpointManagerOptions(read_only=True))
-    step = manager.best_step() if which == "best" else manager.latest_step()
+    step = _best_step(os.path.join(workdir, CHECKPOINTS)) if which == "best" else manager.latest_step()
     if step is None:
         step = manager.latest_step()
     if step is None:
@@ -193,6 +205,12 @@ def latest_model_params(workdir: str | os.PathLike, which: str = "latest") -> di
     flat = _flatten(_stringify(frozen))
     flat.update(_flatten(_stringify(state["params"])))
     return {k: np.asarray(v) for k, v in flat.items()}
+
+
+def _best_step(directory) -> int | None:
+    """The finished step with the highest ``score`` (None if no step has one)."""
+    options = ocp.CheckpointManagerOptions(read_only=True, best_fn=_score, best_mode="max")
+    return ocp.CheckpointManager(os.fspath(directory), options=options).best_step()
 
 
 def _stringify(tree):

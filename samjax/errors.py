@@ -11,3 +11,7 @@ class UnsafeCheckpointError(CheckpointError):
 
 class DataError(ValueError):
     """A data file or folder cannot be turned into training examples; the message names the file."""
+
+
+class ConfigError(ValueError):
+    """A config value cannot be used; the message names the field, the value and the fix, in one line."""

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from samjax import metrics, parallel
-from samjax.data import pipeline
+from samjax import metrics
 from samjax.train import strategy, supervised
+from samjax.train.objective import eval_batches, jit_once
 
 NUMERIC_KEYS = ("image", "valid", "label", "low_res_label", "weight", "boxes", "points", "point_labels",
                 "object_valid", "object_masks", "object_class")
@@ -34,7 +34,7 @@ def _predict_fn(trainable, num_classes: int):
         valid = batch["valid"] & (batch["weight"][:, None, None] > 0)
         return metrics.dice_jnp(pred, batch["label"].astype(jnp.int32), num_classes, valid, per_image=True), pred
 
-    return jax.jit(predict)
+    return jit_once(trainable, f"auto{num_classes}", lambda: predict)
 
 
 def _prompted_fn(trainable, num_classes: int, mode: str):
@@ -53,7 +53,7 @@ def _prompted_fn(trainable, num_classes: int, mode: str):
         counts = [(masks & target).sum((-1, -2)), masks.sum((-1, -2)), target.sum((-1, -2))]
         return tuple((c[..., None] * onehot).reshape(-1, num_classes) for c in counts)
 
-    return jax.jit(predict)
+    return jit_once(trainable, f"{mode}{num_classes}", lambda: predict)
 
 
 def validate(cfg, trainable, params, frozen, mesh, class_names, split: str | None = None,
@@ -63,13 +63,6 @@ def validate(cfg, trainable, params, frozen, mesh, class_names, split: str | Non
     Auto mode: class maps against labels at the input resolution. Prompted modes: each object's
     mask (from its simulated box or point, fixed by the seed) against the object, at low resolution.
     """
-    source = pipeline.open_source(cfg.data.name, split or cfg.data.eval_split, cfg.data.data_dir)
-    limit = max_examples if max_examples is not None else int(cfg.data.get("eval_max_examples", 0) or 0)
-    if limit and limit < len(source.records):
-        source = pipeline.head(source, limit)
-    batch_size = int(cfg.data.eval_batch)
-    ways = mesh.shape["data"] * mesh.shape["fsdp"]
-    batch_size = -(-batch_size // ways) * ways
     num_classes = len(class_names)
     auto = cfg.train.mode == "auto"
     prompts = None
@@ -79,13 +72,10 @@ def validate(cfg, trainable, params, frozen, mesh, class_names, split: str | Non
         prompts = SimulatePrompts(num_objects=int(cfg.train.num_objects), num_classes=num_classes)
         mode = "image"
     low_res_size = strategy.model_spec(cfg, num_classes).low_res_size
-    ds = pipeline.eval_dataset(source, global_batch=batch_size, image_size=int(cfg.data.image_size),
-                               process_index=jax.process_index(), process_count=jax.process_count(),
-                               low_res_size=low_res_size, prompts=prompts, seed=int(cfg.seed))
     predict = _predict_fn(trainable, num_classes) if auto else _prompted_fn(trainable, num_classes, cfg.train.mode)
     acc = metrics.DiceAccumulator(num_classes, mode=mode)
-    for batch in ds:
-        device = parallel.global_batch({k: batch[k] for k in NUMERIC_KEYS if k in batch}, mesh)
+    for batch, device in eval_batches(cfg, mesh, NUMERIC_KEYS, split, max_examples, prompts=prompts,
+                                      low_res_size=low_res_size):
         if not auto:
             stats = [np.asarray(multihost_utils.process_allgather(s, tiled=True)) for s in predict(params, frozen, device)]
             acc.update_stats(*stats)

@@ -103,8 +103,12 @@ class Trainable:
         self.loss = loss
         self.step_fn = self._make_step()
 
+    def params(self):
+        """The trainable parameters on the mesh, as built or loaded (no optimizer state)."""
+        return _place(self._host_params, self.param_shardings)
+
     def init_state(self) -> TrainState:
-        params = _place(self._host_params, self.param_shardings)
+        params = self.params()
         init = jax.jit(self.tx.init, out_shardings=self.state_shardings.opt_state)
         step = jax.device_put(jnp.zeros((), jnp.int32), self.state_shardings.step)
         return TrainState(step=step, params=params, opt_state=init(params))

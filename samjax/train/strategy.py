@@ -4,7 +4,10 @@
 for tiny test sizes), one mask token per class (background included) in auto mode, weights from
 ``init_checkpoint`` (position embeddings resized to the training size; the decoder's per-token heads
 re-initialized when the class count differs) loaded after LoRA or adapters are added, then drop path
-and remat.
+and remat. Its two halves serve the other objectives too: ``build_sam`` (spec and PEFT) and
+``finish_model`` (loading and switches, on any model holding SAM's components under their names, such
+as MAE's). A training workdir loads as a checkpoint: what the model lacks is ignored (MAE's decoder),
+except LoRA or adapter weights, which would be silently lost.
 
 ``trainable_filter(cfg)`` says which parameters the optimizer updates (``train.scope`` x ``train.peft``):
 
@@ -25,7 +28,7 @@ import numpy as np
 from flax import nnx
 
 from samjax.build_sam import build_sam_from_spec, read_checkpoint
-from samjax.errors import CheckpointError
+from samjax.errors import CheckpointError, ConfigError
 from samjax.model_spec import get_spec
 from samjax.modeling import encoder_switches, peft
 from samjax.modeling.sam import Sam
@@ -37,18 +40,27 @@ SCOPES = ("decoder", "encoder_decoder")
 PEFTS = ("none", "adapter", "lora")
 
 
-def model_spec(cfg, num_classes: int):
-    """The SamSpec of a config: encoder, image size, overrides, and ``num_classes`` mask tokens in auto mode."""
+def per_class_tokens(cfg) -> bool:
+    """Whether the decoder has one mask token per class: fine-tuning in auto mode (else SAM's 3 + 1)."""
+    return cfg.get("objective", "finetune") == "finetune" and cfg.train.mode == "auto"
+
+
+def model_spec(cfg, num_classes: int | None = None):
+    """The SamSpec of a config: encoder, image size, overrides, and (auto mode) one mask token per class.
+
+    ``num_classes`` (background included) gives ``num_classes`` mask tokens when :func:`per_class_tokens`.
+    """
     spec = get_spec(cfg.model.encoder).replace(image_size=int(cfg.data.image_size))
     overrides = dict(cfg.model.get("overrides", {}) or {})
     for key, value in overrides.items():
         if isinstance(value, list):
             overrides[key] = tuple(value)
     spec = spec.replace(**overrides)
-    if cfg.train.mode == "auto":
+    if num_classes is not None and per_class_tokens(cfg):
         spec = spec.replace(num_multimask_outputs=num_classes - 1)
-    if spec.image_size % spec.patch_size:
-        raise ValueError(f"data.image_size {spec.image_size} must be a multiple of the patch size {spec.patch_size}")
+    if spec.image_size < spec.patch_size or spec.image_size % spec.patch_size:
+        raise ConfigError(f"data.image_size={spec.image_size} must be a positive multiple of {spec.patch_size} "
+                          f"(the patch size of {cfg.model.encoder})")
     return spec
 
 
@@ -73,6 +85,10 @@ def load_matching(model: Sam, params: dict[str, np.ndarray], source: str) -> lis
                  if k in params and k not in reinit and params[k].shape != shapes[k]]
     if problems:
         raise CheckpointError(f"{source} does not fit the model:\n" + "\n".join(problems[:30]))
+    dropped = sorted({"LoRA" if "lora" in k else "adapter" for k in params if k not in shapes and _is_peft(k)})
+    if dropped:
+        raise CheckpointError(f"{source} holds {' and '.join(dropped)} weights that this model has none of; "
+                              f"set --config.train.peft={dropped[0].lower()} to keep them")
     current = flat_params(model)
     values = {k: (params[k] if k in params and k not in reinit else np.asarray(current[k])) for k in shapes}
     flat = nnx.to_flat_state(nnx.state(model))
@@ -83,12 +99,24 @@ def load_matching(model: Sam, params: dict[str, np.ndarray], source: str) -> lis
 
 
 def _is_new(name: str) -> bool:
-    """Parameters that a plain SAM checkpoint does not have (PEFT)."""
-    return "lora" in name or "adapter" in name
+    """Parameters that a plain SAM checkpoint does not have (PEFT, MAE's mask token and decoder)."""
+    return "lora" in name or "adapter" in name or name.startswith(("mae_decoder.", "mask_token"))
 
 
-def build_model(cfg, num_classes: int, log=print) -> Sam:
-    """SAM for ``cfg`` (see the module docstring); ``log`` receives one line per decision."""
+def _is_peft(name: str) -> bool:
+    return ".lora_" in name or ".adapter_" in name
+
+
+def build_model(cfg, num_classes: int | None = None, log=print) -> Sam:
+    """SAM for ``cfg`` (see the module docstring); ``log`` receives one line per decision.
+
+    ``num_classes`` gives the decoder one mask token per class in auto mode (:func:`per_class_tokens`).
+    """
+    return finish_model(build_sam(cfg, num_classes), cfg, log)
+
+
+def build_sam(cfg, num_classes: int | None = None) -> Sam:
+    """A randomly initialized SAM for ``cfg``, LoRA or adapters added (nothing loaded yet)."""
     if cfg.train.scope not in SCOPES:
         raise ValueError(f"train.scope must be one of {SCOPES}, got {cfg.train.scope!r}")
     if cfg.train.peft not in PEFTS:
@@ -104,13 +132,20 @@ def build_model(cfg, num_classes: int, log=print) -> Sam:
     elif cfg.train.peft == "adapter":
         peft.apply_adapters(model, encoder_blocks=_blocks(cfg.train.adapter_encoder_blocks) if encoder_in_scope else None,
                             decoder=True, rngs=rngs)
+    return model
+
+
+def finish_model(model, cfg, log=print):
+    """Loads ``init_checkpoint`` into ``model`` (a Sam, or a model holding SAM's components under their
+    names, e.g. MAE's) and sets drop path and remat. Loading comes after PEFT, so a fine-tuned run's
+    LoRA/adapter weights load too (a plain SAM has none: they keep their initialization)."""
     if cfg.init_checkpoint:
-        # After PEFT, so a fine-tuned run's LoRA/adapter weights load too (a plain SAM has none: kept at init).
         path = os.path.expanduser(cfg.init_checkpoint)
         reinit = load_matching(model, _checkpoint_params(path, cfg.get("init_checkpoint_which", "latest")), path)
-        log(f"loaded {path}" + (f"; re-initialized {len(reinit)} head tensors for {num_classes} classes" if reinit else ""))
+        tokens = model.mask_decoder.num_mask_tokens
+        log(f"loaded {path}" + (f"; re-initialized {len(reinit)} head tensors for {tokens} mask tokens" if reinit else ""))
     else:
-        log(f"no init_checkpoint: {spec.name} starts from random weights")
+        log(f"no init_checkpoint: {cfg.model.encoder} starts from random weights")
     if cfg.model.drop_path:
         encoder_switches.set_drop_path(model, float(cfg.model.drop_path))
     if cfg.model.remat:

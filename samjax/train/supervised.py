@@ -1,4 +1,4 @@
-"""Supervised fine-tuning objectives: the forward passes and losses of auto and prompted modes.
+"""Supervised fine-tuning: the forward passes and losses of auto and prompted modes, and its ``Objective``.
 
 Auto mode: no prompts. The decoder sees only its output tokens and the default "no mask" dense
 embedding; its ``T = num_classes`` mask tokens (background included) give one low-res logit map per
@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from samjax.modeling.sam import Sam
-from samjax.train import losses
+from samjax.train import losses, strategy
+from samjax.train.objective import Objective, TrainData
 
 
 def encode(model: Sam, images: jax.Array, valid: jax.Array, key: jax.Array | None, dtype=jnp.float32) -> jax.Array:
@@ -100,3 +101,50 @@ def auto_predictions(model: Sam, batch: dict, dtype=jnp.float32) -> jax.Array:
     s = batch["image"].shape[1]
     up = jax.image.resize(logits, (b, t, s, s), method="bilinear")
     return jnp.argmax(up, axis=1).astype(jnp.int32)
+
+
+class Finetune(Objective):
+    """``objective = "finetune"``: task-specific supervised fine-tuning (the study's grid), auto or prompted."""
+
+    name = "finetune"
+    batch_keys = ("image", "valid", "label", "low_res_label", "boxes", "points", "point_labels", "object_valid",
+                  "object_masks", "object_class")
+
+    def prompts(self, cfg, data: TrainData):
+        if cfg.train.mode == "auto":
+            return None
+        from samjax.data.prompts import SimulatePrompts
+
+        return SimulatePrompts(num_objects=int(cfg.train.num_objects), num_points=1, num_classes=data.num_classes)
+
+    def build_model(self, cfg, data: TrainData, log=print):
+        return strategy.build_model(cfg, data.num_classes, log=log)
+
+    def trainable_filter(self, cfg):
+        return strategy.trainable_filter(cfg)
+
+    def loss(self, model, batch, key, cfg, dtype):
+        return loss_fn(cfg.train.mode)(model, batch, key, cfg, dtype)
+
+    def low_res_size(self, cfg) -> int:
+        return strategy.model_spec(cfg).low_res_size
+
+    def validate(self, cfg, trainable, params, frozen, mesh, data: TrainData, split=None) -> dict:
+        from samjax.train import evaluate
+
+        result = evaluate.validate(cfg, trainable, params, frozen, mesh, data.class_names, split=split)
+        scalars = {"val_mean_dice": result["mean_dice"]}
+        scalars.update({f"val_dice/{name}": v for name, v in result.get("per_class", {}).items()})
+        return {**result, "scalars": scalars, "best": result["mean_dice"]}
+
+    def evaluate(self, cfg, trainable, params, frozen, mesh, data: TrainData, out_dir, split, log=print,
+                 **options) -> dict:
+        from samjax.train import evaluate
+
+        return evaluate.write_evaluation(cfg, trainable, params, frozen, mesh, data.class_names, out_dir, split=split,
+                                         log=log, **options)
+
+    def summary(self, result: dict) -> str:
+        from samjax.train import evaluate
+
+        return evaluate.format_dice(result)

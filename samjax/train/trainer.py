@@ -1,11 +1,17 @@
 """The one trainer: data, model, mesh, the jitted step, checkpoints, validation and logs.
 
+Every objective runs here: fine-tuning, MAE and interactive pretraining (``config.objective``; see
+``samjax.train.objective`` for what an objective provides). ``setup`` checks the config first, so a
+bad value is one line before any data set is built or any program compiled.
+
 ``train(cfg, workdir)`` runs ``cfg.total_steps`` steps of the strategy the config describes and can be
 killed at any moment: started again with the same workdir it resumes from the last finished
 checkpoint (train state, frozen parameters and the data iterator's position) and continues exactly
 as an uninterrupted run. Every ``log_every_steps`` it checks the losses of all steps since the last
 check (a non-finite one stops the run with its step and term; nothing after the last good
-checkpoint is saved), writes ``metrics.jsonl`` and TensorBoard, and moves the progress bar.
+checkpoint is saved), writes ``metrics.jsonl`` and TensorBoard, and moves the progress bar. With
+``eval_every_steps`` it validates every that many steps, at the end, and once before the first step
+of a fresh run (step 0: the starting model's score).
 """
 
 from __future__ import annotations
@@ -21,13 +27,10 @@ from samjax import parallel
 from samjax.checkpoint import TrainCheckpoints
 from samjax.data import pipeline
 from samjax.data.augment import augmentations
-from samjax.data.prompts import SimulatePrompts
-from samjax.train import evaluate, strategy, supervised, writers
+from samjax.train import config_check, writers
+from samjax.train import objective as objectives
 from samjax.train.progress import ProgressBar
 from samjax.train.state import Trainable
-
-BATCH_KEYS = ("image", "valid", "label", "low_res_label", "boxes", "points", "point_labels", "object_valid",
-              "object_masks", "object_class")
 
 
 def _log(msg: str) -> None:
@@ -35,67 +38,66 @@ def _log(msg: str) -> None:
         print(msg, flush=True)
 
 
-def open_data(cfg):
-    """The training source and the class names of the run."""
-    source = pipeline.open_source(cfg.data.name, cfg.data.train_split, cfg.data.data_dir)
-    if not source.class_names:
-        raise ValueError(f"{cfg.data.name} declares no class names; supervised training needs labels")
-    return source
-
-
-def train_stream(cfg, source, mesh, low_res_size: int):
-    prompts = None
-    if cfg.train.mode != "auto":
-        prompts = SimulatePrompts(num_objects=int(cfg.train.num_objects), num_points=1,
-                                  num_classes=len(source.class_names))
-    ds = pipeline.train_dataset(
-        [source], global_batch=int(cfg.data.global_batch), image_size=int(cfg.data.image_size), seed=int(cfg.seed),
-        few_shot=int(cfg.data.few_shot) or None, augment=augmentations(cfg.data.augment), prompts=prompts,
-        process_index=jax.process_index(), process_count=jax.process_count(), low_res_size=low_res_size)
+def train_stream(cfg, data: objectives.TrainData, objective: objectives.Objective, mesh):
+    """This host's infinite stream of training batches (several data sets mixed with ``data.weights``)."""
     parallel.batch_size_per_process(int(cfg.data.global_batch), mesh)
-    return ds
+    return pipeline.train_dataset(
+        list(data.sources), weights=data.weights, global_batch=int(cfg.data.global_batch),
+        image_size=int(cfg.data.image_size), seed=int(cfg.seed), few_shot=int(cfg.data.few_shot) or None,
+        augment=augmentations(cfg.data.augment), prompts=objective.prompts(cfg, data), labeled=objective.labeled,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        low_res_size=objective.low_res_size(cfg))
 
 
-def _device_batch(batch: dict, mesh) -> dict:
-    return parallel.global_batch({k: v for k, v in batch.items() if k in BATCH_KEYS}, mesh)
-
-
-def _eval_scalars(result: dict) -> dict:
-    out = {"val_mean_dice": result["mean_dice"]}
-    out.update({f"val_dice/{name}": v for name, v in result.get("per_class", {}).items()})
-    return out
+def _device_batch(batch: dict, keys, mesh) -> dict:
+    return parallel.global_batch({k: v for k, v in batch.items() if k in keys}, mesh)
 
 
 @dataclasses.dataclass
 class Run:
-    """What a finished ``train`` leaves: the strategy's pieces and the final state on the mesh."""
+    """What a finished ``train`` leaves: the objective's pieces and the final state on the mesh."""
 
+    objective: objectives.Objective
+    data: objectives.TrainData
     trainable: Trainable
     state: object
     frozen: object
     mesh: object
-    class_names: tuple[str, ...]
     last_eval: dict
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.data.class_names
+
+
+def setup(cfg, log=_log):
+    """Checks ``cfg`` and builds what a run needs before its data stream: objective, mesh, data, model.
+
+    Returns ``(objective, mesh, data, trainable)``; a bad config value raises ``ConfigError`` before
+    any data set is built or any program compiled.
+    """
+    objective = objectives.get(cfg)
+    config_check.check(cfg, jax.device_count(), jax.process_count(), log=log)
+    mesh = parallel.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+    log(f"{jax.process_count()} process(es), {jax.device_count()} {jax.devices()[0].platform} device(s), "
+        f"mesh {dict(mesh.shape)}; objective {objective.name}")
+    data = objective.open_data(cfg)
+    model = objective.build_model(cfg, data, log=log)
+    trainable = Trainable(model, objective.trainable_filter(cfg), cfg, mesh, objective.loss, log)
+    return objective, mesh, data, trainable
 
 
 def train(cfg, workdir: str) -> Run:
     """Trains as ``cfg`` says into ``workdir`` (see the module docstring)."""
     workdir = os.path.abspath(os.path.expanduser(workdir))
+    objective, mesh, data, trainable = setup(cfg)
     os.makedirs(workdir, exist_ok=True)
     chief = jax.process_index() == 0
-    mesh = parallel.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
-    _log(f"{jax.process_count()} process(es), {jax.device_count()} {jax.devices()[0].platform} device(s), "
-         f"mesh {dict(mesh.shape)}")
+    keys = objective.batch_keys
 
-    source = open_data(cfg)
-    class_names = source.class_names
-    model = strategy.build_model(cfg, len(class_names), log=_log)
-    trainable = Trainable(model, strategy.trainable_filter(cfg), cfg, mesh, supervised.loss_fn(cfg.train.mode), _log)
-    del model
-
-    ckpts = TrainCheckpoints(workdir, keep=int(cfg.keep_checkpoints))
-    low_res_size = strategy.model_spec(cfg, len(class_names)).low_res_size
-    data = iter(pipeline.to_iterable(train_stream(cfg, source, mesh, low_res_size), workers=int(cfg.data.workers)))
+    ckpts = TrainCheckpoints(workdir, keep=int(cfg.keep_checkpoints), best_metric=objective.best_metric,
+                             higher_is_better=objective.best_higher)
+    stream = iter(pipeline.to_iterable(train_stream(cfg, data, objective, mesh), workers=int(cfg.data.workers)))
     start = ckpts.latest_step()
     if start is None:
         state = trainable.init_state()
@@ -103,11 +105,12 @@ def train(cfg, workdir: str) -> Run:
         ckpts.save_frozen(frozen)
         start = 0
     else:
-        state = ckpts.restore(start, trainable.abstract_state(), data)
+        state = ckpts.restore(start, trainable.abstract_state(), stream)
         frozen = ckpts.restore_frozen(trainable.abstract_frozen())
         _log(f"resumed from {workdir}/checkpoints/{start}")
 
-    writer = writers.MetricWriter(workdir, is_chief=chief, resume_step=start + 1 if start else None)
+    # A fresh start drops what an earlier attempt that never reached a checkpoint logged.
+    writer = writers.MetricWriter(workdir, is_chief=chief, resume_step=start + 1 if start else 0)
     if start == 0:
         writer.write_hparams(cfg.to_dict())
     bar = ProgressBar(int(cfg.total_steps), initial_step=start, enabled=chief)
@@ -133,9 +136,19 @@ def train(cfg, workdir: str) -> Run:
         writer.write(step, mean)
         bar.update(step, loss=mean["loss"], lr=mean["lr"])
 
+    def validate(step: int) -> dict:
+        result = objective.validate(cfg, trainable, state.params, frozen, mesh, data)
+        writer.write(step, result["scalars"])
+        if result.get("images"):
+            writer.write_images(step, result["images"])
+        _log(f"step {step}: validation {objective.summary(result)}")
+        return result
+
     try:
+        if start == 0 and int(cfg.eval_every_steps):  # the starting model's score, to compare against
+            validate(0)
         for step in range(start + 1, total + 1):
-            batch = _device_batch(next(data), mesh)
+            batch = _device_batch(next(stream), keys, mesh)
             state, metrics = trainable.step_fn(state, frozen, batch)
             pending.append((step, metrics))
             if step % int(cfg.log_every_steps) == 0 or step == total:
@@ -143,18 +156,16 @@ def train(cfg, workdir: str) -> Run:
             do_eval = int(cfg.eval_every_steps) and (step % int(cfg.eval_every_steps) == 0 or step == total)
             if do_eval:
                 flush(step)
-                last_eval = evaluate.validate(cfg, trainable, state.params, frozen, mesh, class_names)
-                writer.write(step, _eval_scalars(last_eval))
-                _log(f"step {step}: validation {evaluate.format_dice(last_eval)}")
+                last_eval = validate(step)
             if step % int(cfg.checkpoint_every_steps) == 0 or step == total:
                 flush(step)
-                metrics_for_best = {"val_dice": last_eval["mean_dice"]} if do_eval and "mean_dice" in last_eval else None
-                ckpts.save(step, state, data, metrics_for_best)
+                best = {objective.best_metric: last_eval["best"]} if do_eval else None
+                ckpts.save(step, state, stream, best)
     finally:
         bar.close()
         ckpts.close()
         writer.close()
-    return Run(trainable, state, frozen, mesh, class_names, last_eval)
+    return Run(objective, data, trainable, state, frozen, mesh, last_eval)
 
 
 def run(cfg, workdir: str) -> Run:
@@ -162,6 +173,7 @@ def run(cfg, workdir: str) -> Run:
     result = train(cfg, workdir)
     split = cfg.get("final_eval_split", "")
     if split:
-        evaluate.write_evaluation(cfg, result.trainable, result.state.params, result.frozen, result.mesh,
-                                  result.class_names, os.path.join(workdir, "eval"), split=split, log=_log)
+        result.objective.evaluate(cfg, result.trainable, result.state.params, result.frozen, result.mesh,
+                                  result.data, os.path.join(os.path.expanduser(workdir), "eval"), split=split,
+                                  log=_log)
     return result

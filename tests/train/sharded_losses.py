@@ -1,14 +1,13 @@
-"""Prints the losses of 3 train steps of the tiny config on a given mesh, as JSON (run as a subprocess
-with simulated CPU devices: ``python sharded_losses.py DATA FSDP TENSOR [DEVICES] [ENCODER,SCOPE,PEFT]``)."""
+"""Prints, as one JSON line, the losses of 3 train steps of the tiny config on each given mesh (run as a
+subprocess with 8 simulated CPU devices): ``python sharded_losses.py CONFIG_ARG DATA,FSDP,TENSOR ...``,
+``CONFIG_ARG`` being ``configs/tiny.py``'s argument (a grid point ``encoder,scope,peft``, ``mae`` or
+``interactive``). A mesh of one device uses the first device only."""
 
 import json
 import os
 import sys
 
-data, fsdp, tensor = (int(v) for v in sys.argv[1:4])
-devices = int(sys.argv[4]) if len(sys.argv) > 4 else 8
-grid = sys.argv[5] if len(sys.argv) > 5 else "vit_b,encoder_decoder,none"
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402
@@ -18,19 +17,42 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_strategy import fake_batch, tiny_config  # noqa: E402
 
 from samjax import parallel  # noqa: E402
-from samjax.train import strategy, supervised  # noqa: E402
+from samjax.data.prompts import SimulatePrompts  # noqa: E402
+from samjax.train import objective  # noqa: E402
 from samjax.train.state import Trainable  # noqa: E402
 
-cfg = tiny_config(grid, **{"model.drop_path": 0.1})
-n = data * fsdp * tensor
-mesh = parallel.make_mesh(data, fsdp, tensor, devices=jax.devices()[:n])
-model = strategy.build_model(cfg, 6, log=lambda m: None)
-trainable = Trainable(model, strategy.trainable_filter(cfg), cfg, mesh, supervised.loss_fn("auto"), log=lambda m: None)
-state, frozen = trainable.init_state(), trainable.frozen()
-out = []
-for i in range(3):
-    state, metrics = trainable.step_fn(state, frozen, parallel.global_batch(fake_batch(cfg, seed=i), mesh))
-    out.append(float(metrics["loss"]))
-specs = sorted({str(x.sharding.spec) for x in jax.tree.leaves(state.params)})
-print(json.dumps({"losses": out, "specs": specs, "devices": len(jax.tree.leaves(state.params)[0].sharding.device_set),
-                  "param_norm": float(np.sqrt(sum(float((np.asarray(x) ** 2).sum()) for x in jax.tree.leaves(state.params))))}))
+CLASSES = ("background", "body", "liver", "kidney", "bone", "lesion")
+
+
+def batch(cfg, obj, seed):
+    raw = fake_batch(cfg, seed=seed)
+    if obj.name == "interactive":
+        simulate = SimulatePrompts(num_objects=int(cfg.train.num_objects), num_classes=len(CLASSES))
+        rows = [simulate.random_map({k: v[i] for k, v in raw.items()}, np.random.default_rng(seed * 100 + i))
+                for i in range(len(raw["image"]))]
+        raw = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    return {k: v for k, v in raw.items() if k in obj.batch_keys}
+
+
+def losses_on(arg, data, fsdp, tensor):
+    cfg = tiny_config(arg, **{"model.drop_path": 0.1})
+    n = data * fsdp * tensor
+    mesh = parallel.make_mesh(data, fsdp, tensor, devices=jax.devices()[:n])
+    obj = objective.get(cfg)
+    model = obj.build_model(cfg, objective.TrainData((), None, CLASSES), log=lambda m: None)
+    trainable = Trainable(model, obj.trainable_filter(cfg), cfg, mesh, obj.loss, log=lambda m: None)
+    state, frozen = trainable.init_state(), trainable.frozen()
+    out = []
+    for i in range(3):
+        state, metrics = trainable.step_fn(state, frozen, parallel.global_batch(batch(cfg, obj, i), mesh))
+        out.append(float(metrics["loss"]))
+    leaves = jax.tree.leaves(state.params)
+    return {"losses": out, "specs": sorted({str(x.sharding.spec) for x in leaves}),
+            "devices": len(leaves[0].sharding.device_set),
+            "param_norm": float(np.sqrt(sum(float((np.asarray(x) ** 2).sum()) for x in leaves)))}
+
+
+if __name__ == "__main__":
+    arg = sys.argv[1]
+    meshes = [tuple(int(v) for v in m.split(",")) for m in sys.argv[2:]]
+    print(json.dumps({",".join(map(str, m)): losses_on(arg, *m) for m in meshes}))

@@ -1,5 +1,6 @@
 """8 simulated CPU devices with data=2, fsdp=4 (and with tensor parallelism) give the losses of one
-device; parameters really are split; the mesh arithmetic and the logical-axis rules."""
+device, for fine-tuning, MAE and interactive steps; parameters really are split; the mesh arithmetic
+and the logical-axis rules."""
 
 import json
 import os
@@ -16,27 +17,29 @@ from train_runs import env
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def sharded_run(data, fsdp, tensor, grid="vit_b,encoder_decoder,none"):
-    result = subprocess.run([sys.executable, os.path.join(HERE, "sharded_losses.py"), str(data), str(fsdp),
-                             str(tensor), "8", grid], capture_output=True, text=True, timeout=600, env=env())
+def sharded_runs(arg, *meshes):
+    result = subprocess.run([sys.executable, os.path.join(HERE, "sharded_losses.py"), arg,
+                             *(",".join(map(str, m)) for m in meshes)], capture_output=True, text=True, timeout=900,
+                            env=env())
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    runs = json.loads(result.stdout.strip().splitlines()[-1])
+    return [runs[",".join(map(str, m))] for m in meshes]
 
 
-@pytest.fixture(scope="module")
-def one_device():
-    return sharded_run(1, 1, 1)
-
-
-@pytest.mark.parametrize("mesh", [(2, 4, 1), (2, 2, 2)], ids=["data2-fsdp4", "data2-fsdp2-tensor2"])
-def test_sharded_losses_match_one_device(one_device, mesh):
-    run = sharded_run(*mesh)
-    np.testing.assert_allclose(run["losses"], one_device["losses"], rtol=2e-5)
-    np.testing.assert_allclose(run["param_norm"], one_device["param_norm"], rtol=2e-5)
-    assert run["devices"] == 8
-    assert any("fsdp" in s for s in run["specs"])  # parameters are split, not only replicated
-    if mesh[2] > 1:
-        assert any("tensor" in s for s in run["specs"])
+@pytest.mark.parametrize("arg,meshes", [
+    ("vit_b,encoder_decoder,none", [(2, 4, 1), (2, 2, 2)]),
+    ("mae", [(2, 4, 1)]),
+    ("interactive", [(2, 4, 1)]),
+], ids=["finetune", "mae", "interactive"])
+def test_sharded_losses_match_one_device(arg, meshes):
+    one_device, *sharded = sharded_runs(arg, (1, 1, 1), *meshes)
+    for mesh, run in zip(meshes, sharded):
+        np.testing.assert_allclose(run["losses"], one_device["losses"], rtol=2e-5)
+        np.testing.assert_allclose(run["param_norm"], one_device["param_norm"], rtol=2e-5)
+        assert run["devices"] == 8
+        assert any("fsdp" in s for s in run["specs"])  # parameters are split, not only replicated
+        if mesh[2] > 1:
+            assert any("tensor" in s for s in run["specs"])
 
 
 def test_mesh_shape_fills_and_checks():

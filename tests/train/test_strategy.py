@@ -16,11 +16,12 @@ from samjax.train.state import Trainable
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def tiny_config(arg="vit_b,encoder_decoder,none", **changes):
-    spec = importlib.util.spec_from_file_location("tiny_config", os.path.join(ROOT, "configs", "tiny.py"))
-    module = importlib.util.module_from_spec(spec)
+def load_config(name, arg=None, **changes):
+    """``configs/<name>``'s ``get_config(arg)`` with dotted-key ``changes`` applied."""
     import sys
 
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name))
+    module = importlib.util.module_from_spec(spec)
     sys.path.insert(0, ROOT)
     try:
         spec.loader.exec_module(module)
@@ -34,6 +35,10 @@ def tiny_config(arg="vit_b,encoder_decoder,none", **changes):
             node = node[p]
         node[leaf] = value
     return cfg
+
+
+def tiny_config(arg="vit_b,encoder_decoder,none", **changes):
+    return load_config("tiny.py", arg, **changes)
 
 
 def fake_batch(cfg, num_classes=6, seed=0):

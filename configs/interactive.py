@@ -1,0 +1,59 @@
+"""Setup 2 of the study, task-expansive: SAM's interactive prompt-based training on labeled data sets, then fine-tuning.
+
+    # 1. interactive training (default: the quick start's small SAM on the labeled phantoms, CPU)
+    python train.py --config configs/interactive.py --workdir runs/interactive
+    # 2. fine-tune from it in auto mode: the quick start, every weight loaded from the interactive run
+    python train.py --config configs/quickstart.py --workdir runs/quickstart_from_interactive \\
+        --config.init_checkpoint=runs/interactive
+
+At scale, ``configs/interactive.py:vit_b`` (or ``vit_t``, ``vit_l``, ``vit_h``) starts from SAM's weights at
+1024 pixels and mixes several labeled data sets (built with ``python -m samjax.data.build``):
+
+    python train.py --config configs/interactive.py:vit_b --workdir /shared/runs/interactive_b \\
+        --config.init_checkpoint=ckpt/sam_vit_b --config.mesh.fsdp=8 \\
+        --config.data.name=liver,kidney,spleen,lungs --config.data.weights=1,1,1,2
+    python train.py --config configs/finetune.py:vit_b,decoder,none --workdir /shared/runs/pancreas_b \\
+        --config.init_checkpoint=/shared/runs/interactive_b --config.data.name=pancreas
+
+Each step simulates SAM's interaction (``samjax/train/interactive.py``): a box or a point, 8 rounds
+each adding a click from the error region, 2 rounds without a new click, the previous mask fed back.
+"""
+
+import ml_collections
+
+from configs import finetune, quickstart
+
+
+def _interactive(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    c.objective = "interactive"
+    c.interactive = ml_collections.ConfigDict(dict(
+        box_probability=0.5,   # first prompt: the box or a point, with equal probability
+        click_rounds=8,        # rounds that add a click drawn from the error region
+        no_click_rounds=2,     # rounds without a new click: one at random, one last
+        objects="class",       # one object per class present (or "component": per connected component)
+        eval_clicks=5))        # validation: Dice after 1..5 clicks, and with the box
+    c.train.mode = "point"     # SAM's own mask tokens (no per-class heads)
+    c.train.num_objects = 4
+    c.final_eval_split = "test"
+    return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    if arg:  # a real SAM at 1024 pixels: decoder and encoder trained, as SAM's own interactive stage
+        c = _interactive(finetune.get_config(f"{arg},encoder_decoder,none"))
+        c.total_steps = 20_000
+        c.optim.learning_rate = 8e-6  # fine-tuning SAM's weights gently
+        c.optim.warmup_steps = 250
+        c.optim.layer_decay = 0.8
+        c.data.name = "phantoms/labeled_256"
+        return c
+    c = _interactive(quickstart.get_config())
+    # Sized for a laptop CPU: 16 objects a step, each decoded 11 times (forward and backward).
+    c.train.num_objects = 2
+    c.total_steps = 600
+    c.eval_every_steps = 200
+    c.checkpoint_every_steps = 200
+    c.data.global_batch = 8
+    c.data.eval_batch = 25
+    c.data.eval_max_examples = 50
+    return c

@@ -1,0 +1,171 @@
+"""A run's config checked before any data is built or program compiled: one line per problem.
+
+``check(cfg, ...)`` raises ``samjax.errors.ConfigError`` whose message names the field, the value and
+the fix (``train.py`` and ``eval.py`` print it as one line, no traceback). It also fits what can be
+fitted: a warm-up longer than the run is shortened, and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Callable
+
+from samjax.errors import ConfigError
+from samjax.model_spec import SPECS, SamSpec
+from samjax.train import objective as objectives
+from samjax.train.strategy import PEFTS, SCOPES
+
+MODES = ("auto", "box", "point")
+DTYPES = ("float32", "bfloat16")
+SCHEDULES = ("cosine", "poly", "constant")
+OPTIMIZERS = ("adamw", "sgd")
+WARMUP_FRACTION = 10  # a warm-up that does not fit becomes total_steps // 10
+
+
+def _int(cfg, field: str, minimum: int, hint: str = "") -> int:
+    node, *rest = field.split(".")
+    value = cfg[node]
+    for part in rest:
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{field}={value!r} must be an integer >= {minimum}{hint}")
+    return value
+
+
+def _one_of(field: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{field}={value!r} is not known; use one of {', '.join(map(str, choices))}")
+
+
+def fit_warmup(cfg, log: Callable = print) -> None:
+    """Shortens ``optim.warmup_steps`` to ``total_steps // 10`` when it does not fit in the run."""
+    total, warmup = int(cfg.total_steps), int(cfg.optim.get("warmup_steps", 0) or 0)
+    if cfg.optim.get("schedule", "cosine") != "constant" and warmup >= total:
+        cfg.optim.warmup_steps = total // WARMUP_FRACTION
+        log(f"optim.warmup_steps={warmup} does not fit in total_steps={total}: warming up for "
+            f"{cfg.optim.warmup_steps} steps instead")
+
+
+def check_data(cfg) -> None:
+    """Every data set named in ``data.name`` exists (or is a built-in phantoms config)."""
+    from samjax.data import pipeline
+
+    names = objectives.data_names(cfg)
+    if not names:
+        raise ConfigError("data.name is empty; name a built data set, e.g. --config.data.name=phantoms/labeled_128")
+    for name in names + [n for n in [cfg.data.get("eval_name", "")] if n]:
+        if name == pipeline.PHANTOMS or name.startswith(pipeline.PHANTOMS + "/"):
+            from samjax.data.builders.phantoms import Phantoms
+
+            known = [c.name for c in Phantoms.BUILDER_CONFIGS]
+            if (name.partition("/")[2] or "labeled_256") not in known:
+                raise ConfigError(f"data.name: {name!r} is not a phantoms config; use phantoms/ + one of "
+                                  f"{', '.join(known)}")
+            continue
+        try:
+            pipeline._built_folder(name, os.path.expanduser(cfg.data.data_dir))
+        except FileNotFoundError as e:
+            raise ConfigError(f"data.name: {e}") from None
+    weights = objectives.data_weights(cfg)
+    if weights is not None and (len(weights) != len(names) or min(weights) <= 0):
+        raise ConfigError(f"data.weights={cfg.data.weights!r} must be {len(names)} positive number(s), one per "
+                          f"data set in data.name, comma-separated")
+
+
+def check_checkpoint(cfg) -> None:
+    path = cfg.get("init_checkpoint", "")
+    if not path:
+        return
+    path = os.path.expanduser(path)
+    if not os.path.exists(path):
+        raise ConfigError(f"init_checkpoint={cfg.init_checkpoint!r} does not exist; give a converted SAM folder, "
+                          "a Meta .pth / .safetensors file, or a training workdir")
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        steps = [d for d in os.listdir(os.path.join(path, "checkpoints")) if d.isdigit()]
+        if not steps:
+            raise ConfigError(f"init_checkpoint={cfg.init_checkpoint!r} is a training workdir with no finished "
+                              "checkpoint yet; let its run save one")
+    _one_of("init_checkpoint_which", cfg.get("init_checkpoint_which", "latest"), ("latest", "best"))
+
+
+def check_model(cfg) -> SamSpec:
+    _one_of("model.encoder", cfg.model.encoder, tuple(SPECS))
+    _one_of("model.dtype", cfg.model.dtype, DTYPES)
+    fields = {f.name for f in dataclasses.fields(SamSpec)}
+    unknown = sorted(set(dict(cfg.model.get("overrides", {}) or {})) - fields)
+    if unknown:
+        raise ConfigError(f"model.overrides has unknown field(s) {', '.join(unknown)}; SamSpec has "
+                          f"{', '.join(sorted(fields - {'name'}))}")
+    if not 0.0 <= float(cfg.model.drop_path) < 1.0:
+        raise ConfigError(f"model.drop_path={cfg.model.drop_path} must be in [0, 1)")
+    from samjax.train import strategy
+
+    spec = strategy.model_spec(cfg)
+    if spec.encoder == "tiny_vit" and spec.image_size % 64:
+        raise ConfigError(f"data.image_size={spec.image_size} must be a positive multiple of 64 for vit_t")
+    return spec
+
+
+def check_mesh_and_batch(cfg, device_count: int, process_count: int) -> None:
+    from samjax import parallel
+
+    m = cfg.mesh
+    try:
+        data, fsdp, _ = parallel.mesh_shape(device_count, int(m.data), int(m.fsdp), int(m.tensor))
+    except ValueError as e:
+        raise ConfigError(f"mesh.data={m.data}, mesh.fsdp={m.fsdp}, mesh.tensor={m.tensor}: {e}; the product must "
+                          f"be the {device_count} device(s) (-1 fills one axis)") from None
+    batch = _int(cfg, "data.global_batch", 1)
+    ways = data * fsdp
+    if batch % ways or batch % process_count:
+        need = max(ways, process_count)
+        raise ConfigError(f"data.global_batch={batch} must be a multiple of mesh data x fsdp = {ways} and of the "
+                          f"{process_count} process(es); try --config.data.global_batch={-(-batch // need) * need}")
+    accum = _int(cfg, "train.grad_accum_steps", 1)
+    if batch % accum:
+        raise ConfigError(f"train.grad_accum_steps={accum} must divide data.global_batch={batch}")
+    _int(cfg, "data.eval_batch", 1)
+    _int(cfg, "data.few_shot", 0, " (0: all training images)")
+    _int(cfg, "data.workers", 0)
+
+
+def check_optim(cfg) -> None:
+    from samjax.train import optim
+
+    o = cfg.optim
+    _one_of("optim.optimizer", o.get("optimizer", "adamw"), OPTIMIZERS)
+    _one_of("optim.schedule", o.get("schedule", "cosine"), SCHEDULES)
+    try:
+        optim.make_schedule(dict(o), total_steps=int(cfg.total_steps))
+    except ValueError as e:
+        raise ConfigError(f"optim: {e}") from None
+    for field, low, high in (("weight_decay", 0.0, None), ("grad_clip_norm", 0.0, None), ("layer_decay", 1e-12, 1.0)):
+        value = o.get(field, None)
+        if value is not None and (float(value) < low or (high is not None and float(value) > high)):
+            bound = f"in ({low:g}, {high:g}]" if high is not None else f">= {low:g}"
+            raise ConfigError(f"optim.{field}={value} must be {bound}")
+
+
+def check(cfg, device_count: int = 1, process_count: int = 1, log: Callable = print, data: bool = True) -> None:
+    """Checks ``cfg`` (see the module docstring); ``data=False`` skips the data sets' existence."""
+    objective = objectives.get(cfg)
+    _int(cfg, "total_steps", 1, "; --config.total_steps=N runs N steps")
+    for field in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+        _int(cfg, field, 1)
+    _int(cfg, "eval_every_steps", 0, " (0: no validation during training)")
+    _int(cfg, "seed", 0)
+    if objective.name == "finetune":
+        _one_of("train.mode", cfg.train.mode, MODES)
+    _one_of("train.scope", cfg.train.scope, SCOPES)
+    _one_of("train.peft", cfg.train.peft, PEFTS)
+    if cfg.train.mode != "auto" or objective.name == "interactive":
+        _int(cfg, "train.num_objects", 1)
+    check_model(cfg)
+    objective.check(cfg)
+    fit_warmup(cfg, log)
+    check_optim(cfg)
+    check_mesh_and_batch(cfg, device_count, process_count)
+    check_checkpoint(cfg)
+    if data:
+        check_data(cfg)

@@ -1,0 +1,348 @@
+"""Task-expansive prompt-based training: SAM's interactive training simulation, one jitted step.
+
+Each image carries K objects (``samjax.data.prompts.SimulatePrompts``: an interior point, a box with
+SAM's noise, the low-resolution target). The step computes the image embedding once and runs the
+prompt encoder and mask decoder ``1 + R`` times on it, as the SAM paper's training does:
+
+1. **Round 0**: each object's first prompt is its box or its point, with probability
+   ``interactive.box_probability`` (0.5). A lone point is ambiguous: the three multimask outputs are
+   predicted and only the one of lowest mask loss is trained (the IoU head learns all three); a box
+   gives the single-mask output.
+2. **Rounds 1..R** (``R = click_rounds + no_click_rounds``, SAM: 8 + 2): the previous round's logits
+   of its best mask (highest predicted IoU) go back in as the mask prompt. In a click round one click
+   is added, drawn uniformly from the error region of that mask (foreground on a false negative,
+   background on a false positive; ``samjax.data.prompts.next_click``); of the rounds without a new
+   click one is the last and the others sit at random positions. From round 1 on the decoder gives
+   its single-mask output. Masks fed back and clicks are constants: gradients stop between rounds.
+3. The loss of every round is SAM's (focal 20 : Dice 1, plus the IoU head's MSE), averaged over the
+   ``1 + R`` rounds. The rounds are a ``jax.lax.scan``: the whole step is one program on the mesh.
+
+Clicks are sampled on the low-resolution mask grid (the decoder's output, ``S/4`` for SAM's 16-px
+patches) and placed at the centre of their cell in input pixels.
+
+Validation follows interactive-segmentation papers: the first click at an interior point, each next
+click at the centre of the largest error (the error pixel farthest from the error region's border,
+``mode="center"``), no randomness; Dice (per object, at low resolution, in the object's class) after
+1..``eval_clicks`` clicks, and for the box alone. ``val_dice`` (which picks the best checkpoint) is the
+mean of the Dice-vs-clicks curve.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samjax import metrics
+from samjax.data.prompts import SimulatePrompts, next_click
+from samjax.errors import ConfigError
+from samjax.modeling.prompt_encoder import NOT_A_POINT_LABEL, PADDING_LABEL
+from samjax.train import losses, strategy, supervised
+from samjax.train.objective import Objective, TrainData, eval_batches, gather_rows, jit_once
+
+PROMPT_KEYS = ("image", "valid", "boxes", "points", "object_valid", "object_masks", "object_class")
+
+
+def click_schedule(key: jax.Array, click_rounds: int, no_click_rounds: int) -> jax.Array:
+    """``(R,)`` bool, True where round ``1 + i`` adds a click: the last round and ``no_click_rounds - 1``
+    random others add none."""
+    rounds = click_rounds + no_click_rounds
+    if no_click_rounds == 0:
+        return jnp.ones((rounds,), bool)
+    rank = jnp.argsort(jnp.argsort(jax.random.uniform(key, (rounds - 1,))))
+    return jnp.concatenate([rank >= no_click_rounds - 1, jnp.zeros((1,), bool)])
+
+
+def first_prompts(batch: dict, use_box: jax.Array, slots: int):
+    """Round 0's prompts of the ``N = B * K`` objects, with room for ``slots - 1`` later clicks.
+
+    Returns ``coords (N, slots + 1, 2)``, ``labels (N, slots + 1)``, ``boxes (N, 4)``, ``box_mask (N,)``.
+    Slot 0 holds the first point (absent where the box is used), slots ``1..slots-1`` the clicks to
+    come, and the last slot Meta's "not a point" token, present exactly when there is no box (as
+    Meta's prompt encoder pads points given without a box). Empty slots are ``PADDING_LABEL``: no token.
+    """
+    valid = batch["object_valid"].reshape(-1)
+    n = valid.shape[0]
+    point = batch["points"][:, :, 0].reshape(n, 2).astype(jnp.float32)
+    no_point = use_box | ~valid
+    coords = jnp.zeros((n, slots + 1, 2), jnp.float32).at[:, 0].set(point)
+    labels = jnp.full((n, slots + 1), PADDING_LABEL, jnp.int32)
+    labels = labels.at[:, 0].set(jnp.where(no_point, PADDING_LABEL, 1))
+    labels = labels.at[:, slots].set(jnp.where(no_point, PADDING_LABEL, NOT_A_POINT_LABEL))
+    return coords, labels, batch["boxes"].reshape(n, 4).astype(jnp.float32), use_box & valid
+
+
+def decode(model, emb, coords, labels, boxes, box_mask, mask_logits, dtype):
+    """All mask tokens' low-res logits ``(N, T, L, L)`` and IoU predictions ``(N, T)``, float32."""
+    pe = model.prompt_encoder
+    sparse, sparse_mask, dense = pe(points=(coords, labels), boxes=boxes, box_mask=box_mask,
+                                    masks=None if mask_logits is None else mask_logits[..., None])
+    masks, iou = model.mask_decoder.predict_masks(emb, pe.get_dense_pe().astype(dtype), sparse.astype(dtype),
+                                                  dense.astype(dtype), sparse_mask)
+    return masks.astype(jnp.float32), iou.astype(jnp.float32)
+
+
+def interact(model, emb, prompts, multimask, targets, valid, key, clicks, scale: float, mode: str, dtype):
+    """Round 0, then one round per entry of ``clicks`` (True: add a click first).
+
+    Args:
+      emb: ``(N, h, w, C)`` image embedding of each object's image.
+      prompts: :func:`first_prompts`'s output.
+      multimask: ``(N,)`` bool: round 0 returns the best of tokens 1-3 (by predicted IoU) for these.
+      targets, valid: ``(N, L, L)`` bool target masks and real (non-padding) pixels.
+      clicks: ``(R,)`` bool schedule; ``scale``: input pixels per low-res cell; ``mode``: ``next_click``'s.
+
+    Returns:
+      round 0's ``(N, T, L, L)`` logits and ``(N, T)`` IoUs, the later rounds' ``(R, N, L, L)`` logits and
+      ``(R, N)`` IoUs, and the final prompts ``(coords, labels)``.
+    """
+    coords, labels, boxes, box_mask = prompts
+    masks0, iou0 = decode(model, emb, coords, labels, boxes, box_mask, None, dtype)
+    best = jnp.where(multimask, 1 + jnp.argmax(iou0[:, 1:], axis=-1), 0)
+    prev = jnp.take_along_axis(masks0, best[:, None, None, None], axis=1)[:, 0]
+    slots = jnp.arange(coords.shape[1])
+
+    def round_(carry, xs):
+        coords, labels, prev, slot = carry
+        add, k = xs
+        point, label = next_click(k, prev > 0, targets, valid, scale=scale, mode=mode)
+        put = add & (slots == slot)[None, :]
+        coords = jnp.where(put[..., None], point[:, None], coords)
+        labels = jnp.where(put, jnp.where(label < 0, PADDING_LABEL, label)[:, None], labels)
+        masks, iou = decode(model, emb, coords, labels, boxes, box_mask, prev, dtype)
+        out = jax.lax.stop_gradient(masks[:, 0])
+        return (coords, labels, out, slot + add.astype(jnp.int32)), (masks[:, 0], iou[:, 0])
+
+    keys = jax.random.split(key, clicks.shape[0])
+    init = (coords, labels, jax.lax.stop_gradient(prev), jnp.int32(1))
+    (coords, labels, _, _), (masks, ious) = jax.lax.scan(round_, init, (clicks, keys))
+    return masks0, iou0, masks, ious, (coords, labels)
+
+
+def _per_object(batch: dict, size: int):
+    """``(N, L, L)`` targets and real (non-padding) pixels of the ``N = B * K`` objects."""
+    b, k = batch["object_valid"].shape
+    valid = jnp.repeat(supervised.low_res(batch["valid"], size), k, axis=0)
+    return batch["object_masks"].reshape(b * k, size, size), valid
+
+
+def interactive_loss(model, batch: dict, key, cfg, dtype=jnp.float32):
+    """The step's loss (see the module docstring): ``(total, terms)``."""
+    c = cfg.interactive
+    drop_key, box_key, schedule_key, click_key = jax.random.split(key, 4)
+    b, k = batch["object_valid"].shape
+    emb = jnp.repeat(supervised.encode(model, batch["image"], batch["valid"], drop_key, dtype), k, axis=0)
+    size = batch["object_masks"].shape[-1]
+    targets, valid = _per_object(batch, size)
+    use_box = jax.random.bernoulli(box_key, float(c.box_probability), (b * k,))
+    prompts = first_prompts(batch, use_box, int(c.click_rounds) + 1)
+    clicks = click_schedule(schedule_key, int(c.click_rounds), int(c.no_click_rounds))
+    scale = batch["image"].shape[1] / size
+    masks0, iou0, masks, ious, _ = interact(model, emb, prompts, ~use_box, targets, valid, click_key, clicks,
+                                            scale, "uniform", dtype)
+    t = masks0.shape[1]
+    multi = jnp.arange(t) > 0
+    candidates = jnp.where((~use_box)[:, None], multi[None], ~multi[None]).reshape(b, k, t)
+    pixel_weights = supervised.low_res(batch["valid"], size)
+    shape = (b, k, size, size)
+    first, first_terms = losses.prompted_loss(masks0.reshape(b, k, t, size, size), iou0.reshape(b, k, t),
+                                              targets.reshape(shape), batch["object_valid"],
+                                              weights=pixel_weights, candidates=candidates)
+
+    def later(m, i):
+        return losses.prompted_loss(m.reshape(b, k, 1, size, size), i.reshape(b, k, 1), targets.reshape(shape),
+                                    batch["object_valid"], weights=pixel_weights)
+
+    rest, rest_terms = jax.vmap(later)(masks, ious)
+    rounds = 1 + masks.shape[0]
+    total = (first + jnp.sum(rest)) / rounds
+    terms = {name: (first_terms[name] + jnp.sum(rest_terms[name])) / rounds for name in first_terms}
+    terms["first_round"] = first
+    terms["last_round"] = rest[-1] if masks.shape[0] else first
+    return total, terms
+
+
+def _stats(pred, target, valid, onehot):
+    """Per-object Dice counts in the object's class column: three ``(N, C)`` arrays."""
+    pred, target = pred & valid, target & valid
+    counts = ((pred & target).sum((-1, -2)), pred.sum((-1, -2)), target.sum((-1, -2)))
+    return tuple(c[:, None] * onehot for c in counts)
+
+
+def click_predictions(model, batch: dict, num_clicks: int, dtype=jnp.float32):
+    """The evaluation protocol (module docstring) on one batch of objects.
+
+    Returns the box's mask ``(N, L, L)``, the best mask after 1..``num_clicks`` clicks
+    ``(num_clicks, N, L, L)`` (bool), the clicks ``(N, P, 2)`` and their labels ``(N, P)``.
+    """
+    b, k = batch["object_valid"].shape
+    emb = jnp.repeat(supervised.encode(model, batch["image"], batch["valid"], None, dtype), k, axis=0)
+    size = batch["object_masks"].shape[-1]
+    targets, valid = _per_object(batch, size)
+    n = b * k
+    point_prompts = first_prompts(batch, jnp.zeros((n,), bool), num_clicks)
+    scale = batch["image"].shape[1] / size
+    masks0, iou0, masks, _, (coords, labels) = interact(
+        model, emb, point_prompts, jnp.ones((n,), bool), targets, valid, jax.random.key(0),
+        jnp.ones((num_clicks - 1,), bool), scale, "center", dtype)
+    best = 1 + jnp.argmax(iou0[:, 1:], axis=-1)
+    first = jnp.take_along_axis(masks0, best[:, None, None, None], axis=1)[:, 0]
+    by_clicks = jnp.concatenate([first[None], masks], axis=0) > 0
+    box_prompts = first_prompts(batch, jnp.ones((n,), bool), 1)
+    box = decode(model, emb, *box_prompts, None, dtype)[0][:, 0] > 0
+    return box, by_clicks, coords, labels
+
+
+class InteractiveTraining(Objective):
+    """``objective = "interactive"`` (see the module docstring)."""
+
+    name = "interactive"
+    needs_class_names = False
+    best_metric = "val_dice"
+    batch_keys = PROMPT_KEYS
+
+    def check(self, cfg) -> None:
+        c = cfg.get("interactive")
+        if c is None:
+            raise ConfigError("objective=interactive needs a config.interactive block; start from "
+                              "configs/interactive.py")
+        for field in ("click_rounds", "no_click_rounds"):
+            if int(c[field]) < 0:
+                raise ConfigError(f"interactive.{field}={c[field]} must be >= 0 (SAM: 8 click rounds, 2 without)")
+        if not 0.0 <= float(c.box_probability) <= 1.0:
+            raise ConfigError(f"interactive.box_probability={c.box_probability} must be in [0, 1] (SAM: 0.5)")
+        if int(c.eval_clicks) < 1:
+            raise ConfigError(f"interactive.eval_clicks={c.eval_clicks} must be >= 1")
+        if int(cfg.train.num_objects) < 1:
+            raise ConfigError(f"train.num_objects={cfg.train.num_objects} must be >= 1")
+
+    def prompts(self, cfg, data: TrainData):
+        return _simulate(cfg, data.num_classes)
+
+    def build_model(self, cfg, data: TrainData, log: Callable = print):
+        return strategy.build_model(cfg, None, log=log)
+
+    def trainable_filter(self, cfg):
+        return strategy.trainable_filter(cfg)
+
+    def loss(self, model, batch, key, cfg, dtype):
+        return interactive_loss(model, batch, key, cfg, dtype)
+
+    def _predict(self, trainable, num_clicks: int, num_classes: int):
+        def make():
+            def predict(params, frozen, batch):
+                model = trainable.model(params, frozen)
+                box, by_clicks, coords, labels = click_predictions(model, batch, num_clicks, trainable.dtype)
+                size = by_clicks.shape[-1]
+                targets, valid = _per_object(batch, size)
+                keep = (batch["object_valid"] & (batch["weight"][:, None] > 0)).reshape(-1)
+                onehot = jax.nn.one_hot(batch["object_class"].reshape(-1), num_classes, dtype=jnp.int32)
+                onehot = onehot * keep[:, None]
+                stats = [_stats(m, targets, valid, onehot) for m in [box, *by_clicks]]
+                return stats, by_clicks, coords, labels
+            return predict
+
+        return jit_once(trainable, f"clicks{num_clicks}x{num_classes}", make)
+
+    def _scores(self, cfg, trainable, params, frozen, mesh, num_classes, split=None, max_examples=None, on_batch=None):
+        clicks = int(cfg.interactive.eval_clicks)
+        predict = self._predict(trainable, clicks, num_classes)
+        accs = [metrics.DiceAccumulator(num_classes) for _ in range(clicks + 1)]
+        prompts = _simulate(cfg, num_classes)
+        for host, device in eval_batches(cfg, mesh, PROMPT_KEYS, split, max_examples, prompts=prompts,
+                                         low_res_size=self.low_res_size(cfg)):
+            stats, by_clicks, coords, labels = predict(params, frozen, device)
+            for acc, s in zip(accs, stats):
+                acc.update_stats(*(gather_rows(x) for x in s))
+            if on_batch is not None:
+                on_batch(host, gather_rows(by_clicks.transpose(1, 0, 2, 3)), gather_rows(coords), gather_rows(labels))
+        names = [f"class_{c}" for c in range(num_classes)]
+        results = [acc.result(names) for acc in accs]
+        curve = [r["mean_dice"] for r in results[1:]]
+        scalars = {"val_dice": float(np.nanmean(curve)), "val_dice_box": results[0]["mean_dice"]}
+        scalars.update({f"val_dice_{c}click": d for c, d in enumerate(curve, start=1)})
+        return scalars, results
+
+    def validate(self, cfg, trainable, params, frozen, mesh, data, split=None) -> dict:
+        scalars, _ = self._scores(cfg, trainable, params, frozen, mesh, data.num_classes, split)
+        return {"scalars": scalars, "best": scalars["val_dice"]}
+
+    def evaluate(self, cfg, trainable, params, frozen, mesh, data, out_dir, split, log=print, **options) -> dict:
+        from samjax.overlay import save_png
+
+        pictures = []
+
+        def keep_picture(host, by_clicks, coords, labels):
+            if len(pictures) < 4:
+                pictures.extend(_click_rows(host, by_clicks, coords, labels, 4 - len(pictures)))
+
+        names = list(data.class_names) or [f"class_{c}" for c in range(data.num_classes)]
+        scalars, results = self._scores(cfg, trainable, params, frozen, mesh, data.num_classes, split, 0,
+                                        on_batch=keep_picture)
+        named = lambda r: {n: r["per_class"].get(f"class_{i}") for i, n in enumerate(names) if i}  # noqa: E731
+        out = {"split": split, "data": cfg.data.name, "protocol": "first click inside the object, then the "
+               "centre of the largest error; Dice per object at low resolution", **{k[4:]: v for k, v in scalars.items()},
+               "dice_vs_clicks": [r["mean_dice"] for r in results[1:]],
+               "per_class_box": named(results[0]), "per_class_by_clicks": [named(r) for r in results[1:]],
+               "objects": results[0]["num_images"]}
+        if jax.process_index() == 0:
+            os.makedirs(out_dir, exist_ok=True)
+            if pictures:
+                save_png(_stack_rows(pictures), os.path.join(out_dir, "clicks.png"))
+                out["picture"] = "clicks.png"
+            with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+                json.dump(out, f, indent=2, default=lambda v: None)
+        n = len(out["dice_vs_clicks"])
+        log(f"{split}: Dice with a box {out['dice_box']:.4f}, 1 click {out['dice_1click']:.4f}, "
+            f"{n} clicks {out[f'dice_{n}click']:.4f}; wrote {out_dir}/metrics.json and clicks.png")
+        return {**out, "scalars": scalars}
+
+    def summary(self, result: dict) -> str:
+        s = result["scalars"]
+        n = sum(1 for k in s if k.endswith("click"))
+        return f"Dice box {s['val_dice_box']:.4f}, 1 click {s['val_dice_1click']:.4f}, {n} clicks {s[f'val_dice_{n}click']:.4f}"
+
+
+def _simulate(cfg, num_classes: int) -> SimulatePrompts:
+    """The objects and first prompts of training and validation examples (K objects, one point each)."""
+    return SimulatePrompts(num_objects=int(cfg.train.num_objects), num_points=1, num_classes=num_classes or None,
+                           objects=str(cfg.interactive.get("objects", "class")))
+
+
+def _click_rows(host: dict, by_clicks: np.ndarray, coords: np.ndarray, labels: np.ndarray, limit: int) -> list:
+    """Pictures of objects: image | target | mask after 1 click | mask after the last click (clicks drawn)."""
+    from samjax.overlay import draw_prompts, overlay_masks
+
+    rows = []
+    k = host["object_valid"].shape[1]
+    for n in range(by_clicks.shape[0]):
+        i, j = divmod(n, k)
+        if len(rows) >= limit or not host["object_valid"][i, j] or host["weight"][i] == 0:
+            continue
+        h, w = host["input_size"][i]
+        image = host["image"][i, :h, :w]
+        up = lambda m: _upsample(m, host["image"].shape[1])[:h, :w]  # noqa: E731
+        target = overlay_masks(image, up(host["object_masks"][i, j])[None])
+        real = labels[n] >= 0
+        first = draw_prompts(overlay_masks(image, up(by_clicks[n, 0])[None]), coords[n, :1][real[:1]],
+                             labels[n, :1][real[:1]])
+        last = draw_prompts(overlay_masks(image, up(by_clicks[n, -1])[None]), coords[n][real], labels[n][real])
+        gap = np.full((h, 4, 3), 255, np.uint8)
+        rows.append(np.concatenate([image, gap, target, gap, first, gap, last], axis=1))
+    return rows
+
+
+def _upsample(mask: np.ndarray, size: int) -> np.ndarray:
+    """A low-res ``(L, L)`` mask -> ``(size, size)`` by repeating each cell."""
+    f = size // mask.shape[-1]
+    return np.repeat(np.repeat(np.asarray(mask, bool), f, 0), f, 1)
+
+
+def _stack_rows(rows: list) -> np.ndarray:
+    width = max(r.shape[1] for r in rows)
+    padded = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(padded, axis=0)

@@ -1,0 +1,125 @@
+"""The study's setups 2 and 3 end to end with train.py on tiny sizes: MAE and interactive pretraining
+improve their held-out scores, write their pictures, and a fine-tuning run started from each workdir
+loads the pretrained encoder; a two-process MAE run killed with SIGKILL resumes with the losses of one
+uninterrupted process."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+
+from train_runs import ROOT, env, losses, run, train_command
+
+MAE_STEPS = 40
+MAE = ("--config.eval_every_steps=20", f"--config.total_steps={MAE_STEPS}", "--config.checkpoint_every_steps=10",
+       "--config.log_every_steps=5", "--config.final_eval_split=test")
+
+
+def _command(workdir, data_dir, arg, *extra):
+    cmd = train_command(workdir, data_dir, *extra)
+    cmd[cmd.index("--config") + 1] += f":{arg}"
+    return cmd
+
+
+def _rows(workdir):
+    return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
+def _validation(workdir, key):
+    return {r["step"]: r[key] for r in _rows(workdir) if key in r}
+
+
+@pytest.fixture(scope="module")
+def mae_run(tmp_path_factory, data_dir):
+    workdir = tmp_path_factory.mktemp("mae")
+    result = run(_command(workdir, data_dir, "mae", *MAE))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def _encoder_loaded(pretrained, data_dir, tmp_path, *extra):
+    """Fine-tunes from ``pretrained`` (decoder only, so the encoder lands in frozen/ as loaded)."""
+    from samjax.checkpoint import latest_model_params
+
+    workdir = tmp_path / "finetune"
+    result = run(train_command(workdir, data_dir, f"--config.init_checkpoint={pretrained}",
+                               "--config.train.scope=decoder", "--config.total_steps=1", *extra))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"loaded {pretrained}" in result.stdout
+    before = {k: v for k, v in latest_model_params(pretrained).items() if k.startswith("image_encoder.")}
+    after = latest_model_params(workdir)
+    assert before and all(np.array_equal(after[k], v) for k, v in before.items())
+
+
+def test_mae_reconstruction_improves_and_chains_into_finetuning(mae_run, data_dir, tmp_path):
+    val = _validation(mae_run, "val_loss")
+    assert sorted(val) == [0, 20, 40]
+    assert val[40] < 0.8 * val[0], val  # held-out loss on the hidden patches, masks fixed by the seed
+    metrics = json.load(open(mae_run / "eval" / "metrics.json"))
+    assert metrics["split"] == "test" and metrics["reconstruction_loss"] < 0.8 * val[0]
+    assert (mae_run / "eval" / "reconstruction.png").is_file()
+    _encoder_loaded(mae_run, data_dir, tmp_path)
+
+
+def test_interactive_training_raises_click_dice_and_chains(data_dir, tmp_path):
+    workdir = tmp_path / "interactive"
+    steps = 600  # learning to use clicks from random weights takes a few hundred steps
+    result = run(_command(workdir, data_dir, "interactive", f"--config.total_steps={steps}",
+                          f"--config.eval_every_steps={steps}", f"--config.checkpoint_every_steps={steps}",
+                          "--config.log_every_steps=100", "--config.final_eval_split=test"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, five = _validation(workdir, "val_dice_1click"), _validation(workdir, "val_dice_5click")
+    assert one[steps] > one[0] + 0.1 and five[steps] > five[0] + 0.1, (one, five)
+    metrics = json.load(open(workdir / "eval" / "metrics.json"))
+    assert len(metrics["dice_vs_clicks"]) == 5 and metrics["objects"] > 50
+    assert (workdir / "eval" / "clicks.png").is_file()
+    wide = [f"--config.model.overrides.{k}={v}" for k, v in
+            dict(prompt_embed_dim=64, decoder_mlp_dim=128, iou_head_hidden_dim=64, mask_in_chans=8).items()]
+    _encoder_loaded(workdir, data_dir, tmp_path, *wide)  # the tiny interactive config's wider decoder
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_killed_and_resumed_give_the_losses_of_one(mae_run, data_dir, tmp_path):
+    workdir = tmp_path / "two"
+
+    def start():
+        address = f"localhost:{_free_port()}"
+        return [subprocess.Popen(_command(workdir, data_dir, "mae", *MAE, f"--coordinator_address={address}",
+                                          "--num_processes=2", f"--process_id={i}"),
+                                 cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for i in range(2)]
+
+    procs = start()
+    metrics = workdir / "metrics.jsonl"
+    import time
+
+    deadline = time.time() + 400
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        if metrics.is_file() and '"step": 25' in metrics.read_text():  # past the checkpoint of step 20
+            break
+        time.sleep(0.05)
+    assert all(p.poll() is None for p in procs), [p.communicate()[1][-2000:] for p in procs]
+    for p in procs:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    assert max(losses(workdir)) < MAE_STEPS
+
+    procs = start()
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    assert "2 process(es), 2 cpu device(s)" in outputs[0][0] and "resumed from" in outputs[0][0]
+    two, one = losses(workdir), losses(mae_run)
+    assert sorted(two) == sorted(one) == list(range(5, MAE_STEPS + 1, 5))
+    np.testing.assert_allclose([two[s] for s in sorted(one)], [one[s] for s in sorted(one)], rtol=1e-5)
+    np.testing.assert_allclose(list(_validation(workdir, "val_loss").values()),
+                               list(_validation(mae_run, "val_loss").values()), rtol=1e-5)
