@@ -14,12 +14,11 @@ from typing import Callable
 from samjax.errors import ConfigError
 from samjax.model_spec import SPECS, SamSpec
 from samjax.train import objective as objectives
+from samjax.train.optim import OPTIMIZERS, SCHEDULES
+from samjax.train.state import DTYPES
 from samjax.train.strategy import PEFTS, SCOPES
 
 MODES = ("auto", "box", "point")
-DTYPES = ("float32", "bfloat16")
-SCHEDULES = ("cosine", "poly", "constant")
-OPTIMIZERS = ("adamw", "sgd")
 WARMUP_FRACTION = 10  # a warm-up that does not fit becomes total_steps // 10
 
 
@@ -91,7 +90,7 @@ def check_checkpoint(cfg) -> None:
 
 def check_model(cfg) -> SamSpec:
     _one_of("model.encoder", cfg.model.encoder, tuple(SPECS))
-    _one_of("model.dtype", cfg.model.dtype, DTYPES)
+    _one_of("model.dtype", cfg.model.dtype, tuple(DTYPES))
     fields = {f.name for f in dataclasses.fields(SamSpec)}
     unknown = sorted(set(dict(cfg.model.get("overrides", {}) or {})) - fields)
     if unknown:
@@ -134,8 +133,8 @@ def check_optim(cfg) -> None:
     from samjax.train import optim
 
     o = cfg.optim
-    _one_of("optim.optimizer", o.get("optimizer", "adamw"), OPTIMIZERS)
-    _one_of("optim.schedule", o.get("schedule", "cosine"), SCHEDULES)
+    _one_of("optim.optimizer", o.get("optimizer", "adamw"), tuple(OPTIMIZERS))
+    _one_of("optim.schedule", o.get("schedule", "cosine"), tuple(SCHEDULES))
     try:
         optim.make_schedule(dict(o), total_steps=int(cfg.total_steps))
     except ValueError as e:

@@ -70,10 +70,10 @@ class Objective:
 
     def open_data(self, cfg) -> TrainData:
         """The training sources of ``cfg.data`` (several names mixed with ``data.weights``)."""
+        from samjax.errors import DataError
+
         sources = tuple(pipeline.open_source(n, cfg.data.train_split, cfg.data.data_dir) for n in data_names(cfg))
         if self.labeled:
-            from samjax.errors import DataError
-
             for s in sources:
                 if len(s.records) and "label" not in s.records[0]:
                     raise DataError(f"{s.name} has no labels; {self.name} needs labeled data (MAE pretraining "
@@ -81,10 +81,10 @@ class Objective:
         names = [s.class_names for s in sources]
         if self.needs_class_names:
             if not names[0]:
-                raise ValueError(f"{sources[0].name} declares no class names; {self.name} needs labeled data")
+                raise DataError(f"{sources[0].name} declares no class names; {self.name} needs labeled data")
             for s in sources[1:]:
                 if s.class_names != names[0]:
-                    raise ValueError(f"{s.name} has classes {s.class_names}, {sources[0].name} has {names[0]}: "
+                    raise DataError(f"{s.name} has classes {s.class_names}, {sources[0].name} has {names[0]}: "
                                      f"data sets mixed in one {self.name} run must declare the same classes")
         longest = max(names, key=len)
         return TrainData(sources, data_weights(cfg), tuple(longest))
@@ -108,8 +108,9 @@ class Objective:
         return strategy.model_spec(cfg).low_res_size
 
     def validate(self, cfg, trainable, params, frozen, mesh, data: TrainData, split: str | None = None) -> dict:
-        """Scores on ``split`` (default ``data.eval_split``): ``{"scalars": {...}, ...}``; the scalars
-        include ``best_metric``; ``"images"`` (name -> uint8 picture) go to TensorBoard."""
+        """Scores on ``split`` (default ``data.eval_split``): ``{"scalars": {...}, "best": value, ...}``;
+        the scalars go to the metric writers, ``best`` (the value of ``best_metric``) ranks checkpoints,
+        ``"images"`` (name -> uint8 picture), if any, go to TensorBoard."""
         raise NotImplementedError
 
     def evaluate(self, cfg, trainable, params, frozen, mesh, data: TrainData, out_dir: str, split: str,
