@@ -49,4 +49,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from samjax.train.config_check import parse_flags
+
+    app.run(main, flags_parser=parse_flags)

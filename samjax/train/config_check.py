@@ -37,6 +37,20 @@ def _one_of(field: str, value, choices) -> None:
         raise ConfigError(f"{field}={value!r} is not known; use one of {', '.join(map(str, choices))}")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing for ``train.py`` / ``eval.py`` (``app.run(main, flags_parser=parse_flags)``),
+    with an override of a field the config does not have as one line instead of a traceback."""
+    from absl import app
+
+    try:
+        return app.parse_flags_with_usage(argv)
+    except (AttributeError, KeyError) as e:
+        field = str(e).strip("\"'")
+        given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.") and field in a]
+        raise SystemExit(f"error: {given[0] if given else field}: the config has no field {field!r}; "
+                         "see the config file's get_config for its fields") from None
+
+
 def fit_warmup(cfg, log: Callable = print) -> None:
     """Shortens ``optim.warmup_steps`` to ``total_steps // 10`` when it does not fit in the run."""
     total, warmup = int(cfg.total_steps), int(cfg.optim.get("warmup_steps", 0) or 0)

@@ -59,6 +59,26 @@ def test_forward_matches_meta(models):
         assert rel_err(iou[i], ref[i]["iou_predictions"][0].numpy()) <= TOL
 
 
+def test_forward_passes_the_drop_path_key_to_the_encoder(models):
+    import jax
+
+    from samjax.modeling import encoder_switches
+
+    _, ours = models
+    x = ours.preprocess(jnp.asarray(np.random.default_rng(4).integers(0, 256, (2, 128, 128, 3)), jnp.float32))
+    boxes = jnp.asarray([[10.0, 20.0, 90.0, 100.0], [0.0, 0.0, 127.0, 60.0]])
+    plain = np.asarray(ours(x, boxes=boxes)[0])
+    encoder_switches.set_drop_path(ours, 0.5)
+    try:
+        same = np.asarray(ours(x, boxes=boxes)[0])  # no key: inference, drop path off
+        a, b, c = (np.asarray(ours(x, boxes=boxes, key=jax.random.key(k))[0]) for k in (1, 1, 2))
+    finally:
+        encoder_switches.set_drop_path(ours, 0.0)
+    np.testing.assert_array_equal(same, plain)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, plain) and not np.array_equal(a, c)
+
+
 def test_bfloat16_compute_keeps_fp32_params_and_outputs(models):
     """``dtype=bfloat16`` computes in bf16 over fp32 parameters; the predictor still returns fp32."""
     from flax import nnx

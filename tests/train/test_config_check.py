@@ -79,6 +79,10 @@ def test_train_and_eval_commands_print_one_line(tmp_path, data_dir):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == ("error: data.global_batch=0 must be an integer >= 1")
     assert not (tmp_path / "bad").exists()  # found before anything was built or written
+    result = run(train_command(tmp_path / "bad", data_dir, "--config.model.no_such_field=3"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: --config.model.no_such_field: the config has no field 'no_such_field'")
     result = run([sys.executable, os.path.join(ROOT, "eval.py"), "--config", os.path.join(ROOT, "configs", "tiny.py"),
                   "--workdir", str(tmp_path / "nothing")])
     assert result.returncode == 1 and "Traceback" not in result.stderr
