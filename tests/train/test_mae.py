@@ -71,3 +71,29 @@ def test_reconstruction_picture_pastes_visible_patches():
     np.testing.assert_array_equal(original, images[0])
     assert np.abs(recon.astype(int) - images[0]).max() <= 1  # a perfect prediction reconstructs the image
     assert (masked[:8, 8:] == 127).all() and (masked[:8, :8] == images[0, :8, :8]).all()
+
+
+def test_mae_mixes_unlabeled_and_labeled_sets_and_interactive_refuses_unlabeled(data_dir, tmp_path):
+    import jax
+
+    from samjax import parallel
+    from samjax.data import pipeline
+    from samjax.data.builders import phantoms
+    from samjax.errors import DataError
+    from samjax.train import objective, trainer
+    from test_strategy import tiny_config
+
+    unlabeled = phantoms.build(str(tmp_path), "unlabeled_64", num_train=8, num_validation=2, num_test=2)
+    folder = unlabeled.data_path
+    cfg = tiny_config("mae", **{"data.data_dir": data_dir, "data.name": f"phantoms/labeled_64,{folder}",
+                                "data.weights": "1,3"})
+    mae_objective = objective.get(cfg)
+    data = mae_objective.open_data(cfg)
+    assert [len(s.records) for s in data.sources] == [400, 8] and data.weights == (1.0, 3.0)
+    mesh = parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    batch = next(iter(pipeline.to_iterable(trainer.train_stream(cfg, data, mae_objective, mesh))))
+    assert batch["image"].shape == (8, 64, 64, 3) and "label" not in batch  # labels of labeled sets are ignored
+
+    cfg = tiny_config("interactive", **{"data.data_dir": data_dir, "data.name": str(folder)})
+    with pytest.raises(DataError, match="has no labels; interactive needs labeled data"):
+        objective.get(cfg).open_data(cfg)
