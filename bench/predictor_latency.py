@@ -1,6 +1,7 @@
 """Latency of interactive segmentation: samjax's SamPredictor next to Meta's PyTorch one.
 
     python bench/predictor_latency.py --model-type vit_b --image-size 1024 --repeats 3
+    python bench/predictor_latency.py --attention reference --skip-meta   # samjax with every score materialized
 
 Both run the same randomly initialized weights (speed does not depend on their values) on the same
 800x600 image. Reported: model build, first set_image (samjax: includes XLA compilation), steady
@@ -32,10 +33,14 @@ def _timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_samjax(model_type: str, image_size: int, image: np.ndarray, boxes: np.ndarray, repeats: int) -> dict:
+def bench_samjax(model_type: str, image_size: int, image: np.ndarray, boxes: np.ndarray, repeats: int,
+                 attention: str = "auto") -> dict:
+    from samjax.modeling.encoder_switches import set_attention
+
     start = time.perf_counter()
     model = samjax.sam_model_registry[model_type](image_size=image_size)
     build = time.perf_counter() - start
+    set_attention(model, attention)
     pred = samjax.SamPredictor(model)
 
     def set_image():
@@ -90,6 +95,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-meta", action="store_true")
+    parser.add_argument("--attention", default="auto", help="samjax's attention form: auto|reference|blocked|fused")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -103,8 +109,10 @@ def main() -> None:
         "platform": platform.processor() or platform.machine(),
         "model_type": args.model_type,
         "image_size": args.image_size,
-        "samjax": bench_samjax(args.model_type, args.image_size, image, boxes, args.repeats),
+        "samjax": bench_samjax(args.model_type, args.image_size, image, boxes, args.repeats, args.attention),
     }
+    if args.attention != "auto":
+        results["attention"] = args.attention
     if not args.skip_meta:
         results["meta_pytorch"] = bench_meta(args.model_type, args.image_size, image, boxes, args.repeats)
     print(json.dumps(results, indent=2))

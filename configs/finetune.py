@@ -36,6 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.drop_path = 0.0
     c.model.remat = False
     c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
+    c.model.attention = "auto"  # the encoder attention's form: auto | reference | blocked | fused (same results)
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "phantoms/labeled_256"  # or several, comma-separated: "liver,kidney" (mixed by data.weights)

@@ -1,12 +1,14 @@
-"""Training switches of the image encoders: stochastic depth per block and rematerialization."""
+"""Switches of the image encoders: stochastic depth per block, rematerialization, the attention form."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 import jax
+from flax import nnx
 
-from samjax.modeling.image_encoder import ImageEncoderViT
+from samjax.modeling.attention import IMPLEMENTATIONS
+from samjax.modeling.image_encoder import Attention, ImageEncoderViT
 from samjax.modeling.peft import list_encoder_blocks
 from samjax.modeling.tiny_vit import TinyViT
 
@@ -44,3 +46,20 @@ def set_remat(model, enabled: bool = True, policy: str | Callable | None = None)
     encoder.remat_policy = policy
 
 
+
+
+def set_attention(model, impl: str = "auto") -> int:
+    """Sets the form of every ViT attention (``samjax.modeling.attention``: auto, reference, blocked,
+    fused) in a Sam, its image encoder, or any model holding ViT blocks (MAE's decoder too).
+
+    The forms compute the same function; this chooses speed and memory. Returns the number of
+    attentions set (0 for ViT-T, whose windowed attention is its own).
+    """
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")
+    count = 0
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, Attention):
+            module.impl = impl
+            count += 1
+    return count

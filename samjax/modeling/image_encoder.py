@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from samjax.modeling import attention
 from samjax.modeling.common import (
     Dtype,
     MLPBlock,
@@ -56,34 +57,11 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: jax.Array) -> jax.Array:
     return rel_pos[relative.astype(jnp.int32)]
 
 
-def add_decomposed_rel_pos(
-    attn: jax.Array,
-    q: jax.Array,
-    rel_pos_h: jax.Array,
-    rel_pos_w: jax.Array,
-    q_size: tuple[int, int],
-    k_size: tuple[int, int],
-) -> jax.Array:
-    """Adds MViTv2's decomposed relative positions to attention logits.
-
-    Args:
-      attn: ``(B, heads, q_h*q_w, k_h*k_w)`` logits.
-      q: ``(B, heads, q_h*q_w, head_dim)`` queries, *unscaled* (as Meta's code uses them).
-    """
-    (q_h, q_w), (k_h, k_w) = q_size, k_size
-    rh = get_rel_pos(q_h, k_h, rel_pos_h)
-    rw = get_rel_pos(q_w, k_w, rel_pos_w)
-    b, n, _, dim = q.shape
-    r_q = q.reshape(b, n, q_h, q_w, dim)
-    rel_h = jnp.einsum("bnhwc,hkc->bnhwk", r_q, rh.astype(q.dtype))
-    rel_w = jnp.einsum("bnhwc,wkc->bnhwk", r_q, rw.astype(q.dtype))
-    attn = attn.reshape(b, n, q_h, q_w, k_h, k_w)
-    attn = attn + rel_h[..., :, None] + rel_w[..., None, :]
-    return attn.reshape(b, n, q_h * q_w, k_h * k_w)
-
-
 class Attention(nnx.Module):
     """Multi-head self-attention over a 2D grid with decomposed relative positions.
+
+    ``impl`` (default ``"auto"``) picks the form of ``samjax.modeling.attention`` that computes it
+    (``encoder_switches.set_attention`` sets it on every block); all forms give the same result.
 
     Args:
       dim: channels.
@@ -107,6 +85,7 @@ class Attention(nnx.Module):
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
         self.dtype = dtype
+        self.impl = "auto"  # samjax.modeling.attention's form: auto | reference | blocked | fused
         self.qkv = dense(dim, 3 * dim, ("embed", "heads"), rngs=rngs, dtype=dtype, use_bias=qkv_bias)
         self.proj = dense(dim, dim, ("heads", "embed"), rngs=rngs, dtype=dtype)
         self.use_rel_pos = use_rel_pos
@@ -120,14 +99,13 @@ class Attention(nnx.Module):
         b, h, w, _ = x.shape
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, self.head_dim)
         q, k, v = jnp.moveaxis(qkv, 2, 0).transpose(0, 1, 3, 2, 4)  # each (B, heads, HW, head_dim)
-        attn = jnp.einsum("bnqd,bnkd->bnqk", q * self.scale, k)
+        rel_h = rel_w = None
         if self.use_rel_pos:
-            attn = add_decomposed_rel_pos(
-                attn, q, self.rel_pos_h[...], self.rel_pos_w[...], (h, w), (h, w)
-            )
-        attn = jax.nn.softmax(attn.astype(jnp.float32), axis=-1).astype(v.dtype)
-        out = jnp.einsum("bnqk,bnkd->bqnd", attn, v).reshape(b, h, w, -1)
-        return self.proj(out)
+            rh = get_rel_pos(h, h, self.rel_pos_h[...])
+            rw = get_rel_pos(w, w, self.rel_pos_w[...])
+            rel_h, rel_w = attention.rel_pos_terms(q, rh, rw, (h, w))
+        out = attention.attention(q, k, v, rel_h, rel_w, self.scale, (h, w), self.impl)
+        return self.proj(out.transpose(0, 2, 1, 3).reshape(b, h, w, -1))
 
 
 def drop_path(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:

@@ -13,6 +13,7 @@ from typing import Callable
 
 from samjax.errors import ConfigError
 from samjax.model_spec import SPECS, SamSpec
+from samjax.modeling.attention import IMPLEMENTATIONS
 from samjax.train import objective as objectives
 from samjax.train.optim import OPTIMIZERS, SCHEDULES
 from samjax.train.state import DTYPES
@@ -105,6 +106,7 @@ def check_checkpoint(cfg) -> None:
 def check_model(cfg) -> SamSpec:
     _one_of("model.encoder", cfg.model.encoder, tuple(SPECS))
     _one_of("model.dtype", cfg.model.dtype, tuple(DTYPES))
+    _one_of("model.attention", cfg.model.get("attention", "auto"), IMPLEMENTATIONS)
     fields = {f.name for f in dataclasses.fields(SamSpec)}
     unknown = sorted(set(dict(cfg.model.get("overrides", {}) or {})) - fields)
     if unknown:

@@ -137,7 +137,7 @@ def build_sam(cfg, num_classes: int | None = None) -> Sam:
 
 def finish_model(model, cfg, log=print):
     """Loads ``init_checkpoint`` into ``model`` (a Sam, or a model holding SAM's components under their
-    names, e.g. MAE's) and sets drop path and remat. Loading comes after PEFT, so a fine-tuned run's
+    names, e.g. MAE's) and sets drop path, remat and the attention form. Loading comes after PEFT, so a fine-tuned run's
     LoRA/adapter weights load too (a plain SAM has none: they keep their initialization)."""
     if cfg.init_checkpoint:
         path = os.path.expanduser(cfg.init_checkpoint)
@@ -150,6 +150,7 @@ def finish_model(model, cfg, log=print):
         encoder_switches.set_drop_path(model, float(cfg.model.drop_path))
     if cfg.model.remat:
         encoder_switches.set_remat(model, True)
+    encoder_switches.set_attention(model, cfg.model.get("attention", "auto"))
     return model
 
 
