@@ -23,7 +23,8 @@ from flax import nnx
 
 from samjax.model_spec import get_spec
 from samjax.modeling import encoder_switches
-from samjax.modeling.image_encoder import Block, window_partition
+from samjax.modeling.image_encoder import Block
+from samjax.modeling.windows import window_partition
 
 
 def _median(fn, args, repeats: int) -> float:

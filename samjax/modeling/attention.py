@@ -31,14 +31,15 @@ CHUNK = 512  # queries per block in long sequences: 12 heads x 512 x 4096 floats
 
 
 def rel_pos_terms(q: jax.Array, rh: jax.Array, rw: jax.Array, grid: tuple[int, int]):
-    """``rel_h (B, n, L, h)`` and ``rel_w (B, n, L, w)`` of unscaled ``q (B, n, L, d)`` on an ``(h, w)`` grid.
+    """``rel_h (B, n, L, kh)`` and ``rel_w (B, n, L, kw)`` of unscaled ``q (B, n, L, d)`` on an ``(h, w)`` grid.
 
-    ``rh (h, h, d)``, ``rw (w, w, d)`` are the per-pair tables of ``image_encoder.get_rel_pos``.
+    ``rh (h, kh, d)``, ``rw (w, kw, d)`` are the per-pair tables of ``image_encoder.get_rel_pos`` (the
+    first ``h`` and ``w`` rows of them when the queries are a corner of the ``(kh, kw)`` key grid).
     """
     b, n, length, d = q.shape
     r_q = q.reshape(b, n, grid[0], grid[1], d)
-    rel_h = jnp.einsum("bnhwc,hkc->bnhwk", r_q, rh.astype(q.dtype)).reshape(b, n, length, grid[0])
-    rel_w = jnp.einsum("bnhwc,wkc->bnhwk", r_q, rw.astype(q.dtype)).reshape(b, n, length, grid[1])
+    rel_h = jnp.einsum("bnhwc,hkc->bnhwk", r_q, rh.astype(q.dtype)).reshape(b, n, length, rh.shape[1])
+    rel_w = jnp.einsum("bnhwc,wkc->bnhwk", r_q, rw.astype(q.dtype)).reshape(b, n, length, rw.shape[1])
     return rel_h, rel_w
 
 
@@ -100,8 +101,9 @@ def blocked(q, k, v, rel_h, rel_w, scale: float, grid, chunk: int = CHUNK):
 
 def fused(q, k, v, rel_h, rel_w, scale: float, grid, implementation: str | None = None):
     """``jax.nn.dot_product_attention`` with the bias folded into the dot product (module docstring)."""
-    b, n, length, d = q.shape
-    q, k = q * scale, k
+    b, n, _, d = q.shape
+    length = k.shape[2]
+    q = q * scale
     if rel_h is not None:
         rows = jax.nn.one_hot(jnp.arange(length) // grid[1], grid[0], dtype=k.dtype)
         cols = jax.nn.one_hot(jnp.arange(length) % grid[1], grid[1], dtype=k.dtype)
@@ -115,8 +117,9 @@ def fused(q, k, v, rel_h, rel_w, scale: float, grid, implementation: str | None 
     return t(out)[..., :d]
 
 
-def choose(impl: str, shape: tuple[int, ...], dtype, platform: str | None = None) -> str:
-    """The form ``impl="auto"`` stands for on ``platform`` for q of ``shape`` (see the module docstring)."""
+def choose(impl: str, shape: tuple[int, ...], dtype, platform: str | None = None, keys: int | None = None) -> str:
+    """The form ``impl="auto"`` stands for on ``platform`` for q of ``shape`` and ``keys`` keys (default:
+    as many as queries); see the module docstring."""
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")
     if impl != "auto":
@@ -124,14 +127,15 @@ def choose(impl: str, shape: tuple[int, ...], dtype, platform: str | None = None
     platform = platform or jax.default_backend()
     b, n, length, _ = shape
     if platform == "cpu":
-        return "blocked" if 4 * b * n * length * length > BLOCKED_BYTES else "reference"
+        return "blocked" if 4 * b * n * length * (keys or length) > BLOCKED_BYTES else "reference"
     return "fused" if jnp.dtype(dtype).itemsize == 2 else "reference"
 
 
 def attention(q, k, v, rel_h, rel_w, scale: float, grid, impl: str = "auto", chunk: int = CHUNK):
-    """Self-attention of ``q, k, v (B, n, L, d)`` over an ``(h, w)`` grid with the decomposed bias terms
-    ``rel_h, rel_w`` (:func:`rel_pos_terms`, or None for none) in the form ``impl`` names."""
-    form = choose(impl, q.shape, q.dtype)
+    """Attention of ``q (B, n, Lq, d)`` to ``k, v (B, n, L, d)`` on an ``(h, w)`` key grid (``L = h w``) with
+    the decomposed bias terms ``rel_h, rel_w`` (:func:`rel_pos_terms`, or None for none) in the form
+    ``impl`` names; ``Lq = L`` is self-attention."""
+    form = choose(impl, q.shape, q.dtype, keys=k.shape[2])
     if form == "reference":
         return reference(q, k, v, rel_h, rel_w, scale, grid)
     if form == "blocked":

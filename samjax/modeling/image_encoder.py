@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from samjax.modeling import attention
+from samjax.modeling.windows import window_attention
 from samjax.modeling.common import (
     Dtype,
     MLPBlock,
@@ -95,17 +96,32 @@ class Attention(nnx.Module):
             self.rel_pos_w = nnx.Param(init(rngs.params(), (2 * input_size[1] - 1, self.head_dim)))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        """``(B, H, W, dim)`` -> ``(B, H, W, dim)``."""
-        b, h, w, _ = x.shape
-        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, self.head_dim)
-        q, k, v = jnp.moveaxis(qkv, 2, 0).transpose(0, 1, 3, 2, 4)  # each (B, heads, HW, head_dim)
+        """``(B, H, W, dim)`` -> ``(B, H, W, dim)``: ``proj(attend(qkv(x)))``."""
+        return self.proj(self.attend(self.qkv(x)))
+
+    def qkv_of_zero(self) -> jax.Array | None:
+        """``qkv(0)``, the ``(3 * dim,)`` bias (None without one): what a zero-padded token projects to."""
+        bias = getattr(self.qkv, "bias", None)
+        return None if bias is None else bias[...]
+
+    def attend(self, qkv: jax.Array, queries: tuple[int, int] | None = None) -> jax.Array:
+        """Projected ``qkv (B, H, W, 3 * dim)`` -> the heads' outputs ``(B, qh, qw, dim)``, before ``proj``.
+
+        ``queries = (qh, qw)`` (default ``(H, W)``): only the top-left ``qh x qw`` tokens' outputs,
+        each attending to all ``H x W`` tokens (the edge windows of ``samjax.modeling.windows``).
+        """
+        b, h, w, _ = qkv.shape
+        qh, qw = queries or (h, w)
+        qkv = qkv.reshape(b, h, w, 3, self.num_heads, self.head_dim)
+        q = qkv[:, :qh, :qw, 0].reshape(b, qh * qw, self.num_heads, self.head_dim).transpose(0, 2, 1, 3)
+        k, v = qkv[..., 1:, :, :].reshape(b, h * w, 2, self.num_heads, self.head_dim).transpose(2, 0, 3, 1, 4)
         rel_h = rel_w = None
         if self.use_rel_pos:
-            rh = get_rel_pos(h, h, self.rel_pos_h[...])
-            rw = get_rel_pos(w, w, self.rel_pos_w[...])
-            rel_h, rel_w = attention.rel_pos_terms(q, rh, rw, (h, w))
+            rh = get_rel_pos(h, h, self.rel_pos_h[...])[:qh]
+            rw = get_rel_pos(w, w, self.rel_pos_w[...])[:qw]
+            rel_h, rel_w = attention.rel_pos_terms(q, rh, rw, (qh, qw))
         out = attention.attention(q, k, v, rel_h, rel_w, self.scale, (h, w), self.impl)
-        return self.proj(out.transpose(0, 2, 1, 3).reshape(b, h, w, -1))
+        return out.transpose(0, 2, 1, 3).reshape(b, qh, qw, -1)
 
 
 def drop_path(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
@@ -141,33 +157,6 @@ def call_block(
     if isinstance(policy, str):
         policy = getattr(jax.checkpoint_policies, policy)
     return jax.checkpoint(run, policy=policy)(state, x, key)
-
-
-def window_partition(x: jax.Array, window_size: int) -> tuple[jax.Array, tuple[int, int]]:
-    """Zero-pads ``(B, H, W, C)`` to multiples of ``window_size`` and cuts it into windows.
-
-    Returns windows ``(B * num_windows, window_size, window_size, C)`` and the padded ``(Hp, Wp)``.
-    """
-    b, h, w, c = x.shape
-    pad_h = (window_size - h % window_size) % window_size
-    pad_w = (window_size - w % window_size) % window_size
-    if pad_h or pad_w:
-        x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
-    hp, wp = h + pad_h, w + pad_w
-    x = x.reshape(b, hp // window_size, window_size, wp // window_size, window_size, c)
-    windows = x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, c)
-    return windows, (hp, wp)
-
-
-def window_unpartition(
-    windows: jax.Array, window_size: int, pad_hw: tuple[int, int], hw: tuple[int, int]
-) -> jax.Array:
-    """Inverse of :func:`window_partition`: stitches windows back and drops the padding."""
-    (hp, wp), (h, w) = pad_hw, hw
-    b = windows.shape[0] // (hp * wp // window_size // window_size)
-    x = windows.reshape(b, hp // window_size, wp // window_size, window_size, window_size, -1)
-    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
-    return x[:, :h, :w, :]
 
 
 class Block(nnx.Module):
@@ -212,10 +201,9 @@ class Block(nnx.Module):
         shortcut = x
         x = self.norm1(x)
         if self.window_size > 0:
-            h, w = x.shape[1], x.shape[2]
-            x, pad_hw = window_partition(x, self.window_size)
-            x = self.attn(x)
-            x = window_unpartition(x, self.window_size, pad_hw, (h, w))
+            # Meta's windows on the zero-padded grid, computing only the outputs it keeps (windows.py).
+            x = window_attention(self.attn.attend, self.attn.qkv(x), self.window_size, self.attn.qkv_of_zero())
+            x = self.attn.proj(x)
         else:
             x = self.attn(x)
         if self.adapter_attn is not None:

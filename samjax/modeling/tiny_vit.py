@@ -28,7 +28,8 @@ import numpy as np
 from flax import nnx
 
 from samjax.modeling.common import Dtype, default_kernel_init, dense, gelu, layer_norm, layer_norm_2d, with_axes
-from samjax.modeling.image_encoder import call_block, drop_path, window_partition, window_unpartition
+from samjax.modeling.image_encoder import call_block, drop_path
+from samjax.modeling.windows import window_partition, window_unpartition
 
 TINY_NORM_EPS = 1e-5  # TinyViT's nn.LayerNorm default (the neck's LayerNorm2d keeps 1e-6)
 BN_EPS = 1e-5
