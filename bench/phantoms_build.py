@@ -4,6 +4,7 @@
 """
 
 import argparse
+import json
 import tempfile
 import time
 
@@ -19,7 +20,7 @@ def main() -> None:
         builder = phantoms.build(data_dir, args.config)
         elapsed = time.perf_counter() - start
     counts = {s: builder.info.splits[s].num_examples for s in builder.info.splits}
-    print(f"phantoms/{args.config}: {counts} built in {elapsed:.1f}s")
+    print(json.dumps({"data_set": f"phantoms/{args.config}", "examples": counts, "build_s": elapsed}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """Latency of interactive segmentation: samjax's SamPredictor next to Meta's PyTorch one.
 
     python bench/predictor_latency.py --model-type vit_b --image-size 1024 --repeats 3
+    python bench/predictor_latency.py --model-type vit_t   # against MobileSAM's PyTorch predictor
     python bench/predictor_latency.py --attention reference --skip-meta   # samjax with every score materialized
 
 Both run the same randomly initialized weights (speed does not depend on their values) on the same
 800x600 image. Reported: model build, first set_image (samjax: includes XLA compilation), steady
-set_image, one box prompt, and 64 box prompts in one batched call; the median of ``--repeats`` runs.
-Meta's side is skipped when torch / segment-anything are not installed.
+set_image, one box prompt, 64 box prompts in one batched call (the median of ``--repeats`` runs),
+and the automatic mask generator on the image with a ``--amg-points-per-side`` grid (after a
+warm-up run). The PyTorch side is Meta's ``segment_anything`` (ViT-B/L/H) or ``mobile_sam`` (ViT-T),
+skipped when not installed; ``ratios`` divide its seconds by samjax's (above 1: samjax is faster).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def _timed(fn, repeats: int) -> float:
 
 
 def bench_samjax(model_type: str, image_size: int, image: np.ndarray, boxes: np.ndarray, repeats: int,
-                 attention: str = "auto") -> dict:
+                 attention: str = "auto", amg_points: int = 16) -> dict:
     from samjax.modeling.encoder_switches import set_attention
 
     start = time.perf_counter()
@@ -50,28 +53,41 @@ def bench_samjax(model_type: str, image_size: int, image: np.ndarray, boxes: np.
     first = _timed(set_image, 1)
     pred.predict(box=boxes[0])  # compile the prompt programs once
     pred.predict_batch(boxes=boxes)
-    return {
+    out = {
         "build_s": build,
         "first_set_image_s": first,
         "set_image_s": _timed(set_image, repeats),
         "predict_one_box_s": _timed(lambda: pred.predict(box=boxes[0]), repeats),
         "predict_64_boxes_s": _timed(lambda: pred.predict_batch(boxes=boxes), repeats),
     }
+    if amg_points:
+        amg = samjax.SamAutomaticMaskGenerator(model, points_per_side=amg_points)
+        amg.generate(image)  # compiles
+        out["amg_image_s"] = _timed(lambda: amg.generate(image), 1)
+    return out
 
 
-def bench_meta(model_type: str, image_size: int, image: np.ndarray, boxes: np.ndarray, repeats: int) -> dict | None:
+def bench_meta(model_type: str, image_size: int, image: np.ndarray, boxes: np.ndarray, repeats: int,
+               amg_points: int = 16) -> dict | None:
     try:
         import torch
-        from segment_anything import SamPredictor
-        from segment_anything.build_sam import _build_sam
+        if model_type == "vit_t":
+            from mobile_sam import SamAutomaticMaskGenerator, SamPredictor
+            from mobile_sam import sam_model_registry as registry
+        else:
+            from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+            from segment_anything.build_sam import _build_sam
     except ImportError:
         return None
     spec = get_spec(model_type)
     if image_size != 1024:
-        return None  # Meta's builder makes 1024 models only
+        return None  # the PyTorch builders make 1024 models only
     start = time.perf_counter()
-    model = _build_sam(spec.encoder_embed_dim, spec.encoder_depth, spec.encoder_num_heads,
-                       list(spec.encoder_global_attn_indexes)).eval()
+    if model_type == "vit_t":
+        model = registry["vit_t"]().eval()
+    else:
+        model = _build_sam(spec.encoder_embed_dim, spec.encoder_depth, spec.encoder_num_heads,
+                           list(spec.encoder_global_attn_indexes)).eval()
     build = time.perf_counter() - start
     pred = SamPredictor(model)
     tboxes = pred.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float), image.shape[:2])
@@ -80,13 +96,19 @@ def bench_meta(model_type: str, image_size: int, image: np.ndarray, boxes: np.nd
         with torch.no_grad():
             pred.predict_torch(None, None, tboxes, multimask_output=True)
 
-    return {
+    out = {
         "build_s": build,
         "first_set_image_s": _timed(lambda: pred.set_image(image), 1),
         "set_image_s": _timed(lambda: pred.set_image(image), repeats),
         "predict_one_box_s": _timed(lambda: pred.predict(box=boxes[0]), repeats),
         "predict_64_boxes_s": _timed(batched, repeats),
     }
+    if amg_points:
+        amg = SamAutomaticMaskGenerator(model, points_per_side=amg_points)
+        with torch.no_grad():
+            amg.generate(image)
+            out["amg_image_s"] = _timed(lambda: amg.generate(image), 1)
+    return out
 
 
 def main() -> None:
@@ -96,6 +118,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-meta", action="store_true")
     parser.add_argument("--attention", default="auto", help="samjax's attention form: auto|reference|blocked|fused")
+    parser.add_argument("--amg-points-per-side", type=int, default=16, help="automatic mask generation grid (0: skip)")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -109,12 +132,16 @@ def main() -> None:
         "platform": platform.processor() or platform.machine(),
         "model_type": args.model_type,
         "image_size": args.image_size,
-        "samjax": bench_samjax(args.model_type, args.image_size, image, boxes, args.repeats, args.attention),
+        "samjax": bench_samjax(args.model_type, args.image_size, image, boxes, args.repeats, args.attention,
+                               args.amg_points_per_side),
     }
     if args.attention != "auto":
         results["attention"] = args.attention
     if not args.skip_meta:
-        results["meta_pytorch"] = bench_meta(args.model_type, args.image_size, image, boxes, args.repeats)
+        meta = bench_meta(args.model_type, args.image_size, image, boxes, args.repeats, args.amg_points_per_side)
+        results["meta_pytorch"] = meta
+        if meta:
+            results["ratios"] = {k: meta[k] / results["samjax"][k] for k in meta if k in results["samjax"]}
     print(json.dumps(results, indent=2))
 
 

@@ -36,7 +36,15 @@ def _batch(batch: int, size: int, seed: int = 0) -> dict:
     }
 
 
-def samjax_config(model_type: str, size: int, batch: int, attention: str, remat: bool):
+# Dense bf16 peak of the cards a GPU session may get, in TFLOP/s (for model FLOPs utilization).
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def peak_tflops(device_kind: str) -> float | None:
+    return next((v for k, v in PEAK_TFLOPS.items() if k in device_kind), None)
+
+
+def samjax_config(model_type: str, size: int, batch: int, attention: str, remat: bool, dtype: str = "float32"):
     import importlib.util
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "finetune.py")
@@ -48,17 +56,19 @@ def samjax_config(model_type: str, size: int, batch: int, attention: str, remat:
     cfg.data.global_batch = batch
     cfg.model.attention = attention
     cfg.model.remat = remat
+    cfg.model.dtype = dtype
     cfg.total_steps = 1000
     cfg.optim.warmup_steps = 10
     return cfg
 
 
-def bench_samjax(model_type: str, size: int, batch: int, steps: int, attention: str, remat: bool) -> dict:
+def bench_samjax(model_type: str, size: int, batch: int, steps: int, attention: str, remat: bool,
+                 dtype: str = "float32") -> dict:
     from samjax import parallel
     from samjax.train import strategy, supervised
     from samjax.train.state import Trainable
 
-    cfg = samjax_config(model_type, size, batch, attention, remat)
+    cfg = samjax_config(model_type, size, batch, attention, remat, dtype)
     mesh = parallel.make_mesh(-1, 1, 1)
     start = time.perf_counter()
     model = strategy.build_model(cfg, num_classes=2, log=lambda *_: None)
@@ -82,9 +92,13 @@ def bench_samjax(model_type: str, size: int, batch: int, steps: int, attention: 
         times.append(time.perf_counter() - t)
     step_s = statistics.median(times)
     flops = (compiled.cost_analysis() or {}).get("flops", 0.0)
-    return {"build_s": build, "compile_s": compile_s, "step_s": step_s, "steps_per_s": 1.0 / step_s,
-            "loss": float(metrics["loss"]), "trainable_params": trainable.param_count,
-            "compiled_gflop_per_step": flops / 1e9}
+    out = {"build_s": build, "compile_s": compile_s, "step_s": step_s, "steps_per_s": 1.0 / step_s,
+           "images_per_s": batch / step_s, "loss": float(metrics["loss"]), "trainable_params": trainable.param_count,
+           "compiled_gflop_per_step": flops / 1e9, "devices": jax.device_count()}
+    peak = peak_tflops(jax.devices()[0].device_kind)
+    if peak:  # the compiled step's FLOPs per second over the cards' dense bf16 peak
+        out["mfu"] = flops / step_s / (peak * 1e12 * jax.device_count())
+    return out
 
 
 def bench_meta(model_type: str, size: int, batch: int, steps: int) -> dict | None:
@@ -164,6 +178,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--attention", default="auto", help="samjax's attention form: auto|reference|blocked|fused")
     parser.add_argument("--remat", action="store_true", help="samjax: recompute each encoder block in the backward")
+    parser.add_argument("--dtype", default="float32", help="samjax's compute dtype: float32 | bfloat16")
     parser.add_argument("--skip-meta", action="store_true")
     args = parser.parse_args()
 
@@ -171,7 +186,8 @@ def main() -> None:
         "device": str(jax.devices()[0].device_kind),
         "platform": platform.processor() or platform.machine(),
         "model_type": args.model_type, "image_size": args.image_size, "batch": args.batch,
-        "samjax": bench_samjax(args.model_type, args.image_size, args.batch, args.steps, args.attention, args.remat),
+        "samjax": bench_samjax(args.model_type, args.image_size, args.batch, args.steps, args.attention, args.remat,
+                               args.dtype),
     }
     if not args.skip_meta:
         results["meta_pytorch"] = bench_meta(args.model_type, args.image_size, args.batch, args.steps)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from samjax.modeling import attention
+from samjax.modeling import attention, block_scan
 from samjax.modeling.windows import window_attention
 from samjax.modeling.common import (
     Dtype,
@@ -319,7 +319,11 @@ class ImageEncoderViT(nnx.Module):
         if self.pos_embed is not None:
             x = x + self.pos_embed[...].astype(x.dtype)
         keys = [None] * len(self.blocks) if key is None else list(jax.random.split(key, len(self.blocks)))
-        for block, block_key in zip(self.blocks, keys):
-            x = call_block(block, x, block_key, remat=self.remat, policy=self.remat_policy)
+        period = block_scan.group_period(list(self.blocks)) if self.remat else None
+        if period is not None:  # remat: the repeating groups as one scan (block_scan.py)
+            x = block_scan.scan_blocks(list(self.blocks), x, keys, period, self.remat_policy)
+        else:
+            for block, block_key in zip(self.blocks, keys):
+                x = call_block(block, x, block_key, remat=self.remat, policy=self.remat_policy)
         x = self.neck_norm1(self.neck_conv1(x))
         return self.neck_norm2(self.neck_conv2(x))
