@@ -31,6 +31,7 @@ SUITES: dict[str, dict[str, str]] = {
         "predictor_latency_vit_b": "bench/predictor_latency.py --model-type vit_b --image-size 1024 --repeats 3",
         "predictor_latency_vit_t": "bench/predictor_latency.py --model-type vit_t --image-size 1024 --repeats 3",
         "train_step": "bench/train_step.py --model-type vit_b --image-size 256 --batch 2 --steps 5",
+        "train_profile": "bench/train_profile.py --model-type vit_b --image-size 256 --batch 2",
         "attention_profile": "bench/attention_profile.py --model-type vit_b --image-size 1024 --repeats 3",
         "step_memory_vit_h": "bench/step_memory.py --model-type vit_h --image-size 1024 --devices 8 --fsdp 8 "
                              "--per-device-batch 2 --remat --grid",
@@ -49,6 +50,14 @@ SUITES: dict[str, dict[str, str]] = {
         "predictor_latency_vit_b": "bench/predictor_latency.py --model-type vit_b --image-size 1024 --repeats 5 "
                                    "--skip-meta",
         "attention_profile": "bench/attention_profile.py --model-type vit_h --image-size 1024 --repeats 5",
+    },
+    # Tiny sizes: proves the scripts and this runner work (the tests run it); its numbers mean nothing.
+    "smoke": {
+        "train_step": "bench/train_step.py --model-type vit_t --image-size 64 --batch 1 --steps 1 --skip-meta",
+        "step_memory": "bench/step_memory.py --model-type vit_t --image-size 64 --devices 2 --fsdp 2 "
+                       "--per-device-batch 1 --remat",
+        "encoder_throughput": "bench/encoder_throughput.py --model-type vit_t --image-size 64 --batch 1 "
+                              "--repeats 1 --dtype bfloat16",
     },
 }
 

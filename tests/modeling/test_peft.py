@@ -431,10 +431,12 @@ def test_remat_same_outputs_and_gradients(kind, policy):
     encoder_switches.set_remat(model, True, policy=policy)
     assert model.image_encoder.remat
     (l1, out1), g1 = run()
-    np.testing.assert_array_equal(out1, out0)
-    np.testing.assert_array_equal(l1, l0)
+    # The same operations; XLA may fuse them differently inside a checkpoint (TinyViT's depthwise
+    # convolutions are sums of products), so the last bit may differ.
+    np.testing.assert_allclose(out1, out0, rtol=1e-6, atol=2e-6)
+    np.testing.assert_allclose(l1, l0, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     encoder_switches.set_remat(model, False)
     assert not model.image_encoder.remat
 
