@@ -51,11 +51,8 @@ SUITES: dict[str, dict[str, str]] = {
                                    "--skip-meta",
         "attention_profile": "bench/attention_profile.py --model-type vit_h --image-size 1024 --repeats 5",
     },
-    # Tiny sizes: proves the scripts and this runner work (the tests run it); its numbers mean nothing.
+    # A tiny size: proves a script and this runner end to end (the tests run it); its numbers mean nothing.
     "smoke": {
-        "train_step": "bench/train_step.py --model-type vit_t --image-size 64 --batch 1 --steps 1 --skip-meta",
-        "step_memory": "bench/step_memory.py --model-type vit_t --image-size 64 --devices 2 --fsdp 2 "
-                       "--per-device-batch 1 --remat",
         "encoder_throughput": "bench/encoder_throughput.py --model-type vit_t --image-size 64 --batch 1 "
                               "--repeats 1 --dtype bfloat16",
     },

@@ -1,7 +1,6 @@
 """The benchmark command (``python -m bench``): its scripts run at tiny sizes and their results land in
 the Markdown log with the command; no wall-clock threshold is checked (benchmarks are not timed tests)."""
 
-import json
 import os
 import subprocess
 import sys
@@ -26,7 +25,7 @@ def test_last_json_and_markdown(tmp_path):
     assert "`python bench/demo.py --flag`" in written
 
 
-def test_smoke_suite_runs_every_script(tmp_path):
+def test_smoke_suite_runs_and_logs(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     proc = subprocess.run([sys.executable, "-m", "bench", "--suite", "smoke", "--output", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
@@ -34,10 +33,6 @@ def test_smoke_suite_runs_every_script(tmp_path):
     written = out.read_text()
     for name, command in SUITES["smoke"].items():
         assert f"### {name} · " in written and f"`python {command}`" in written
-    step = last_json(proc.stdout.split("[2/3]")[0])
-    assert step["samjax"]["step_s"] > 0 and step["samjax"]["trainable_params"] > 0
-    memory = last_json(proc.stdout.split("[3/3]")[0])
-    row = memory["rows"][0]
-    assert row["peak_gib"] > row["arguments_gib"] > 0 and memory["devices"] == 2
     throughput = last_json(proc.stdout)
-    assert throughput["rows"][0]["images_per_s"] > 0 and json.dumps(throughput)
+    row = throughput["rows"][0]
+    assert row["images_per_s"] > 0 and row["gflop_per_image"] > 0 and row["dtype"] == "bfloat16"

@@ -6,13 +6,16 @@ token projects to ``qkv``'s bias), but their own outputs are thrown away. :func:
 computes exactly the outputs that are kept: the ``qkv`` projection runs on the real tokens only (the
 padding gets the bias), and windows on the bottom and right edges, grouped by shape, compute only
 their real queries against all of their keys. At 256 px (a 16x16 grid in 14x14 windows) that is
-256 of 784 queries; at 1024 px, 4096 of 4900.
+256 of 784 queries; at 1024 px, 4096 of 4900. Tiny models (tests) skip the grouping, which costs
+compile time (each group is its own attention program) and saves them nothing.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+GROUP_EDGES_FLOPS = 1e8  # ViT-B: 0.6 GFLOP at 256 px, batch 2; 0.5 GFLOP at 1024 px, batch 1
 
 
 def window_partition(x: jax.Array, window_size: int, fill: jax.Array | None = None
@@ -54,16 +57,30 @@ def _spans(size: int, window: int) -> list[tuple[int, int, int]]:
     return spans + [(full, full + 1, rest)] if rest else spans
 
 
-def window_attention(attend, qkv: jax.Array, window_size: int, fill: jax.Array | None) -> jax.Array:
+def edge_work(shape: tuple[int, ...], window_size: int) -> float:
+    """FLOPs of the padded queries' scores and outputs, which grouping the edge windows saves."""
+    b, h, w, c3 = shape
+    hp, wp = -(-h // window_size) * window_size, -(-w // window_size) * window_size
+    return 4.0 * b * (hp * wp - h * w) * window_size**2 * (c3 // 3)
+
+
+def window_attention(attend, qkv: jax.Array, window_size: int, fill: jax.Array | None,
+                     group_edges: bool | None = None) -> jax.Array:
     """The kept outputs of windowed attention, ``(B, H, W, C)``, from projected ``qkv (B, H, W, 3C)``.
 
     ``attend(windows, queries)`` maps windows of ``qkv (N, ws, ws, 3C)`` to the outputs ``(N, qh, qw, C)``
     of their top-left ``queries = (qh, qw)`` tokens, attending to all ``ws x ws`` keys; ``fill`` is
-    what a padded token's ``qkv`` is (see the module docstring).
+    what a padded token's ``qkv`` is (see the module docstring). ``group_edges`` (default: when the
+    padded queries' work passes ``GROUP_EDGES_FLOPS``) computes the edge windows apart; each group is
+    another attention program to compile, which a tiny model pays for and does not earn back.
     """
     b, h, w, c3 = qkv.shape
     ws = window_size
     windows, (hp, wp) = window_partition(qkv, ws, fill)
+    if group_edges is None:
+        group_edges = edge_work(qkv.shape, ws) >= GROUP_EDGES_FLOPS
+    if not group_edges:
+        return window_unpartition(attend(windows, (ws, ws)), ws, (hp, wp), (h, w))
     windows = windows.reshape(b, hp // ws, wp // ws, ws, ws, c3)
     rows = []
     for r0, r1, qh in _spans(h, ws):
