@@ -40,11 +40,15 @@ BN_EPS = 1e-5
 CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
 
 
+DEPTHWISE_SUM_FLOPS = 1e6  # MobileSAM at 1024: 3e8 (first stage), 1.2e7 (stage 2); tiny test models: 1e5
+
+
 def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
     """Depthwise convolution of ``x (B, H, W, C)`` by ``kernel (k, k, 1, C)``: the k*k shifted products summed.
 
     The same function as ``lax.conv`` with ``feature_group_count=C``, which XLA:CPU runs as C separate
-    tiny convolutions (0.43 s for MobileSAM's first 3x3 at 1024 px); this form is one fused pass.
+    tiny convolutions (0.43 s for MobileSAM's first 3x3 at 1024 px); this form is one fused pass. It
+    compiles to more code, so ``Conv2dBN`` takes it from ``DEPTHWISE_SUM_FLOPS`` up (not for tiny models).
     """
     k = kernel.shape[0]
     x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
@@ -77,7 +81,8 @@ class Conv2dBN(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         conv = self.c
         dtype = conv.dtype or x.dtype
-        if conv.feature_group_count > 1 and conv.feature_group_count == conv.in_features == conv.out_features:
+        depthwise = conv.feature_group_count > 1 and conv.feature_group_count == conv.in_features == conv.out_features
+        if depthwise and 2 * x.size * conv.kernel_size[0] * conv.kernel_size[1] >= DEPTHWISE_SUM_FLOPS:
             x = depthwise_conv(x.astype(dtype), conv.kernel[...].astype(dtype), conv.strides[0], conv.padding[0][0])
         elif conv.kernel_size == (1, 1) and conv.feature_group_count == 1 and conv.strides == (1, 1) and \
                 conv.padding == ((0, 0), (0, 0)):
