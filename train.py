@@ -34,6 +34,10 @@ def main(argv):
         import jax
 
         jax.config.update("jax_compilation_cache_dir", cache)
+        # Small programs too: a random-init model's ~65 initializer programs compile in 8-10 s (ViT-B)
+        # and load from the cache in ~1.5 s (BENCHMARKS.md, "Building a model").
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     from samjax.errors import CheckpointError, ConfigError, DataError
     from samjax.train import distributed
     from samjax.train.writers import NonFiniteLossError
