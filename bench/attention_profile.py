@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from _shared import median_seconds
 from samjax.model_spec import get_spec
 from samjax.modeling import encoder_switches
 from samjax.modeling.image_encoder import Block
@@ -29,12 +28,7 @@ from samjax.modeling.windows import window_partition
 
 def _median(fn, args, repeats: int) -> float:
     jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(lambda: jax.block_until_ready(fn(*args)), repeats)
 
 
 def profile(model_type: str, image_size: int, repeats: int) -> dict:

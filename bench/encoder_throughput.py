@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import jax
@@ -22,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 import samjax
+from _shared import median_seconds
 from samjax.modeling.encoder_switches import set_attention
 
 
@@ -48,12 +48,7 @@ def measure(model_type: str, batch: int, dtype: str, attention: str, repeats: in
     compiled = forward.lower(state, images, boxes).compile()
     compile_s = time.perf_counter() - start
     jax.block_until_ready(compiled(state, images, boxes))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(compiled(state, images, boxes))
-        times.append(time.perf_counter() - t)
-    seconds = statistics.median(times)
+    seconds = median_seconds(lambda: jax.block_until_ready(compiled(state, images, boxes)), repeats)
     flops = (compiled.cost_analysis() or {}).get("flops", 0.0)
     return {"model_type": model_type, "batch": batch, "dtype": dtype, "attention": attention,
             "compile_s": compile_s, "batch_s": seconds, "images_per_s": batch / seconds,

@@ -17,23 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 
 import jax
 import numpy as np
 
 import samjax
+from _shared import median_seconds
 from samjax.model_spec import get_spec
-
-
-def _timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_samjax(model_type: str, image_size: int, image: np.ndarray, boxes: np.ndarray, repeats: int,
@@ -50,20 +41,20 @@ def bench_samjax(model_type: str, image_size: int, image: np.ndarray, boxes: np.
         pred.set_image(image)
         pred.features.block_until_ready()
 
-    first = _timed(set_image, 1)
+    first = median_seconds(set_image, 1)
     pred.predict(box=boxes[0])  # compile the prompt programs once
     pred.predict_batch(boxes=boxes)
     out = {
         "build_s": build,
         "first_set_image_s": first,
-        "set_image_s": _timed(set_image, repeats),
-        "predict_one_box_s": _timed(lambda: pred.predict(box=boxes[0]), repeats),
-        "predict_64_boxes_s": _timed(lambda: pred.predict_batch(boxes=boxes), repeats),
+        "set_image_s": median_seconds(set_image, repeats),
+        "predict_one_box_s": median_seconds(lambda: pred.predict(box=boxes[0]), repeats),
+        "predict_64_boxes_s": median_seconds(lambda: pred.predict_batch(boxes=boxes), repeats),
     }
     if amg_points:
         amg = samjax.SamAutomaticMaskGenerator(model, points_per_side=amg_points)
         amg.generate(image)  # compiles
-        out["amg_image_s"] = _timed(lambda: amg.generate(image), 1)
+        out["amg_image_s"] = median_seconds(lambda: amg.generate(image), 1)
     return out
 
 
@@ -98,16 +89,16 @@ def bench_meta(model_type: str, image_size: int, image: np.ndarray, boxes: np.nd
 
     out = {
         "build_s": build,
-        "first_set_image_s": _timed(lambda: pred.set_image(image), 1),
-        "set_image_s": _timed(lambda: pred.set_image(image), repeats),
-        "predict_one_box_s": _timed(lambda: pred.predict(box=boxes[0]), repeats),
-        "predict_64_boxes_s": _timed(batched, repeats),
+        "first_set_image_s": median_seconds(lambda: pred.set_image(image), 1),
+        "set_image_s": median_seconds(lambda: pred.set_image(image), repeats),
+        "predict_one_box_s": median_seconds(lambda: pred.predict(box=boxes[0]), repeats),
+        "predict_64_boxes_s": median_seconds(batched, repeats),
     }
     if amg_points:
         amg = SamAutomaticMaskGenerator(model, points_per_side=amg_points)
         with torch.no_grad():
             amg.generate(image)
-            out["amg_image_s"] = _timed(lambda: amg.generate(image), 1)
+            out["amg_image_s"] = median_seconds(lambda: amg.generate(image), 1)
     return out
 
 

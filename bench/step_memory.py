@@ -20,6 +20,8 @@ import os
 import sys
 import time
 
+from _shared import load_config
+
 
 def _parse():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -38,16 +40,6 @@ def _parse():
     return parser.parse_args()
 
 
-def _load_config(name: str, arg: str):
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"{name}_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
-
-
 def measure(args, scope: str, peft: str) -> dict:
     import jax
     import numpy as np
@@ -59,9 +51,9 @@ def measure(args, scope: str, peft: str) -> dict:
     from samjax.train.state import Trainable
 
     if args.objective == "mae":
-        cfg = _load_config("mae", args.model_type)
+        cfg = load_config("mae", args.model_type)
     else:
-        cfg = _load_config("finetune", f"{args.model_type},{scope},{peft}")
+        cfg = load_config("finetune", f"{args.model_type},{scope},{peft}")
     n = jax.device_count()
     cfg.data.image_size = args.image_size
     cfg.data.global_batch = args.per_device_batch * n

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -22,17 +20,13 @@ import numpy as np
 from flax import nnx
 
 import samjax
+from _shared import median_seconds
 
 
 def _time(fn, args, repeats: int) -> dict:
     compiled = jax.jit(fn).lower(*args).compile()
     jax.block_until_ready(compiled(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
+    seconds = median_seconds(lambda: jax.block_until_ready(compiled(*args)), repeats)
     flops = (compiled.cost_analysis() or {}).get("flops", 0.0)
     return {"s": seconds, "gflop": flops / 1e9, "gflop_per_s": flops / 1e9 / seconds}
 

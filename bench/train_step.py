@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import statistics
 import time
 
 import jax
 import numpy as np
+from _shared import load_config, median_seconds
 
 
 def _batch(batch: int, size: int, seed: int = 0) -> dict:
@@ -45,13 +44,7 @@ def peak_tflops(device_kind: str) -> float | None:
 
 
 def samjax_config(model_type: str, size: int, batch: int, attention: str, remat: bool, dtype: str = "float32"):
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "finetune.py")
-    spec = importlib.util.spec_from_file_location("finetune_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config(f"{model_type},encoder_decoder,none")
+    cfg = load_config("finetune", f"{model_type},encoder_decoder,none")
     cfg.data.image_size = size
     cfg.data.global_batch = batch
     cfg.model.attention = attention
@@ -84,13 +77,13 @@ def bench_samjax(model_type: str, size: int, batch: int, steps: int, attention: 
     compile_s = time.perf_counter() - start
     state, metrics = compiled(state, frozen, device_batch)  # warm-up
     jax.block_until_ready(metrics)
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
+
+    def step():
+        nonlocal state, metrics
         state, metrics = compiled(state, frozen, device_batch)
         jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - t)
-    step_s = statistics.median(times)
+
+    step_s = median_seconds(step, steps)
     flops = (compiled.cost_analysis() or {}).get("flops", 0.0)
     out = {"build_s": build, "compile_s": compile_s, "step_s": step_s, "steps_per_s": 1.0 / step_s,
            "images_per_s": batch / step_s, "loss": float(metrics["loss"]), "trainable_params": trainable.param_count,
@@ -157,15 +150,12 @@ def bench_meta(model_type: str, size: int, batch: int, steps: int) -> dict | Non
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     step()  # warm-up
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        loss = step()
-        times.append(time.perf_counter() - t)
-    step_s = statistics.median(times)
+    losses = []
+    step_s = median_seconds(lambda: losses.append(step()), steps)
+    loss = losses[-1]
     return {"build_s": build, "step_s": step_s, "steps_per_s": 1.0 / step_s, "loss": loss,
             "threads": torch.get_num_threads(), "trainable_params": sum(p.numel() for p in params)}
 
