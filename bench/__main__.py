@@ -39,6 +39,7 @@ SUITES: dict[str, dict[str, str]] = {
                                  "--devices 8 --fsdp 8 --per-device-batch 2 --remat",
         "pipeline_throughput": "bench/pipeline_throughput.py --image-size 1024 --workers 0 2",
         "phantoms_build": "bench/phantoms_build.py",
+        "model_build": "bench/model_build.py --model-type vit_t vit_b vit_h --repeats 3",
     },
     "gpu": {
         "throughput_bf16": "bench/encoder_throughput.py --model-type vit_b vit_h --batch 8 --dtype bfloat16",

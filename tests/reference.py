@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from samjax.build_sam import build_sam_from_spec
+from samjax.build_sam import abstract_sam
 from samjax.model_spec import SamSpec
 from samjax.params import assign_params
 from samjax.weights import meta_sam
@@ -98,7 +98,7 @@ def state_dict_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
 def samjax_from_meta(meta_model: Sam, spec: SamSpec):
     """The samjax model holding ``meta_model``'s weights (through the name table)."""
     params = meta_sam.from_meta(state_dict_numpy(meta_model), spec)
-    model = nnx.eval_shape(lambda: build_sam_from_spec(spec))
+    model = abstract_sam(spec)
     assign_params(model, params)
     return model
 

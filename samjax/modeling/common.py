@@ -14,12 +14,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from samjax.modeling.initializers import default_kernel_init, lecun_normal, ones_init, zeros_init  # noqa: F401
+
 Dtype = jnp.dtype
 
-# ViT-style initializers; Meta's checkpoints overwrite them, training from scratch uses them.
-default_kernel_init = nnx.initializers.truncated_normal(stddev=0.02)
-zeros_init = nnx.initializers.zeros_init()
-ones_init = nnx.initializers.ones_init()
 
 
 def with_axes(init: Callable, axes: Sequence[str | None]) -> Callable:
@@ -120,7 +118,7 @@ class ConvTranspose2x2(nnx.Module):
     """
 
     def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype: Dtype = jnp.float32):
-        init = with_axes(nnx.initializers.lecun_normal(in_axis=2, out_axis=3), (None, None, "embed", None))
+        init = with_axes(lecun_normal(in_axis=2, out_axis=3), (None, None, "embed", None))
         self.kernel = nnx.Param(init(rngs.params(), (2, 2, in_features, out_features), jnp.float32))
         self.bias = nnx.Param(with_axes(zeros_init, (None,))(rngs.params(), (out_features,), jnp.float32))
         self.dtype = dtype

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from samjax.modeling import initializers
 from samjax.modeling.common import Dtype, default_kernel_init, dense, layer_norm, with_axes
 from samjax.modeling.image_encoder import ENCODER_NORM_EPS, Block
 from samjax.modeling.sam import Sam
@@ -91,7 +92,7 @@ class MaeDecoder(nnx.Module):
                  rngs: nnx.Rngs, dtype: Dtype = jnp.float32):
         self.grid = tuple(grid)
         self.embed = dense(in_dim, dim, (None, "embed"), rngs=rngs, dtype=dtype)
-        self.mask_token = nnx.Param(with_axes(nnx.initializers.normal(0.02), ("embed",))(rngs.params(), (dim,)))
+        self.mask_token = nnx.Param(with_axes(initializers.normal(0.02), ("embed",))(rngs.params(), (dim,)))
         self.blocks = nnx.List([
             Block(dim, num_heads, self.grid, window_size=0, mlp_ratio=mlp_ratio, use_rel_pos=False, rngs=rngs,
                   dtype=dtype)

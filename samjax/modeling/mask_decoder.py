@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from samjax.modeling import initializers
 from samjax.modeling.common import ConvTranspose2x2, Dtype, dense, gelu, layer_norm_2d, with_axes
 from samjax.modeling.transformer import TwoWayTransformer
 
@@ -69,7 +70,7 @@ class MaskDecoder(nnx.Module):
         self.transformer = transformer
         self.num_multimask_outputs = num_multimask_outputs
         self.num_mask_tokens = num_multimask_outputs + 1
-        embed_init = with_axes(nnx.initializers.normal(1.0), (None, "embed"))
+        embed_init = with_axes(initializers.normal(1.0), (None, "embed"))
         self.iou_token = nnx.Param(embed_init(rngs.params(), (1, transformer_dim)))
         self.mask_tokens = nnx.Param(embed_init(rngs.params(), (self.num_mask_tokens, transformer_dim)))
         kw = dict(rngs=rngs, dtype=dtype)

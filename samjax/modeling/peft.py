@@ -49,8 +49,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from samjax.modeling import initializers
 from samjax.modeling.common import gelu
 from samjax.modeling.image_encoder import Block, ImageEncoderViT
+from samjax.modeling.keys import KeyStream
 from samjax.modeling.tiny_vit import TinyViT, TinyViTBlock
 from samjax.modeling.transformer import Attention as DecoderAttention
 from samjax.modeling.transformer import TwoWayAttentionBlock, TwoWayTransformer
@@ -62,9 +64,8 @@ ColumnRanges = Sequence[tuple[int, int]]
 
 # PyTorch's nn.Linear default (kaiming uniform with a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 # Shapes are (slices, in, out): the leading axis is a batch axis, not part of the fan.
-_torch_linear_init = nnx.initializers.variance_scaling(
-    1.0 / 3.0, "fan_in", "uniform", in_axis=-2, out_axis=-1, batch_axis=(0,)
-)
+_torch_linear_init = initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis=-2, out_axis=-1,
+                                                  batch_axis=(0,))
 
 
 class AdapterParam(nnx.Param):
@@ -204,7 +205,7 @@ def _plain_linear(lora: LoRALinear) -> nnx.Linear:
         lora.in_features, lora.out_features, use_bias=lora.use_bias, dtype=lora.dtype,
         param_dtype=lora.param_dtype, precision=lora.precision, dot_general=lora.dot_general,
         promote_dtype=lora.promote_dtype, preferred_element_type=lora.preferred_element_type,
-        rngs=nnx.Rngs(0),
+        rngs=KeyStream(0),
     ))
     linear.kernel = lora.kernel
     linear.bias = lora.bias if lora.bias is not None else nnx.data(None)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from samjax.modeling import initializers
 from samjax.modeling.common import Buffer, Dtype, default_kernel_init, gelu, layer_norm_2d, with_axes
 
 NOT_A_POINT_LABEL = -1  # Meta's padding point: a real token embedded as "not a point".
@@ -36,7 +37,7 @@ class PositionEmbeddingRandom(nnx.Module):
     def __init__(self, num_pos_feats: int = 64, scale: float | None = None, *, rngs: nnx.Rngs):
         if scale is None or scale <= 0.0:
             scale = 1.0
-        matrix = scale * jax.random.normal(rngs.params(), (2, num_pos_feats), jnp.float32)
+        matrix = initializers.normal(scale)(rngs.params(), (2, num_pos_feats), jnp.float32)
         self.positional_encoding_gaussian_matrix = Buffer(matrix)
 
     def _pe_encoding(self, coords: jax.Array) -> jax.Array:
@@ -88,7 +89,7 @@ class PromptEncoder(nnx.Module):
         self.mask_input_size = (4 * image_embedding_size[0], 4 * image_embedding_size[1])
         self.dtype = dtype
         self.pe_layer = PositionEmbeddingRandom(embed_dim // 2, rngs=rngs)
-        embed_init = with_axes(nnx.initializers.normal(1.0), (None, "embed"))
+        embed_init = with_axes(initializers.normal(1.0), (None, "embed"))
         self.point_embeddings = nnx.List(
             [nnx.Param(embed_init(rngs.params(), (1, embed_dim))) for _ in range(self.num_point_embeddings)]
         )

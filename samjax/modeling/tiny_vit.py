@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from samjax.modeling import initializers
 from samjax.modeling.common import Dtype, default_kernel_init, dense, gelu, layer_norm, layer_norm_2d, with_axes
 from samjax.modeling.image_encoder import call_block, drop_path
 from samjax.modeling.windows import window_partition, window_unpartition
@@ -37,7 +38,7 @@ BN_EPS = 1e-5
 
 # Fan-in scaled, so a randomly initialized ViT-T (training from scratch) keeps its signal through the
 # convolutions: the batch norms are frozen (running statistics), so nothing renormalizes between them.
-CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+CONV_INIT = initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
 
 
 DEPTHWISE_SUM_FLOPS = 1e6  # MobileSAM at 1024: 3e8 (first stage), 1.2e7 (stage 2); tiny test models: 1e5
@@ -147,7 +148,7 @@ class Attention(nnx.Module):
         self.proj = dense(dim, dim, ("heads", "embed"), rngs=rngs, dtype=dtype)
         self.window = window
         n_offsets = int(attention_bias_index(window).max()) + 1
-        self.attention_biases = nnx.Param(with_axes(nnx.initializers.zeros_init(), (None, None))(
+        self.attention_biases = nnx.Param(with_axes(initializers.zeros_init, (None, None))(
             rngs.params(), (num_heads, n_offsets)))
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -25,6 +25,7 @@ from flax import nnx
 
 from samjax.errors import ConfigError
 from samjax.modeling import mae
+from samjax.modeling.keys import HostKeys, to_device
 from samjax.modeling.sam import PIXEL_MEAN, PIXEL_STD
 from samjax.train import strategy
 from samjax.train.objective import Objective, TrainData, eval_batches, gather_rows, jit_once
@@ -135,7 +136,8 @@ class MaePretraining(Objective):
         sam = strategy.build_sam(cfg)
         m = cfg.mae
         model = mae.MaskedAutoencoder(sam, decoder_dim=int(m.decoder_dim), decoder_depth=int(m.decoder_depth),
-                                      decoder_heads=int(m.decoder_heads), rngs=nnx.Rngs(int(cfg.seed) + 1))
+                                      decoder_heads=int(m.decoder_heads), rngs=HostKeys(int(cfg.seed) + 1))
+        to_device(model)
         return strategy.finish_model(model, cfg, log)
 
     def trainable_filter(self, cfg):

@@ -31,6 +31,7 @@ from samjax.build_sam import build_sam_from_spec, read_checkpoint
 from samjax.errors import CheckpointError, ConfigError
 from samjax.model_spec import get_spec
 from samjax.modeling import encoder_switches, peft
+from samjax.modeling.keys import HostKeys, to_device
 from samjax.modeling.sam import Sam
 from samjax.params import flat_params, param_shapes
 from samjax.weights.resize_pos import resize_position_embeddings
@@ -122,7 +123,7 @@ def build_sam(cfg, num_classes: int | None = None) -> Sam:
     if cfg.train.peft not in PEFTS:
         raise ValueError(f"train.peft must be one of {PEFTS}, got {cfg.train.peft!r}")
     spec = model_spec(cfg, num_classes)
-    rngs = nnx.Rngs(int(cfg.seed))
+    rngs = HostKeys(int(cfg.seed))
     model = build_sam_from_spec(spec, rngs=rngs)
     encoder_in_scope = cfg.train.scope == "encoder_decoder"
     if cfg.train.peft == "lora":
@@ -132,7 +133,7 @@ def build_sam(cfg, num_classes: int | None = None) -> Sam:
     elif cfg.train.peft == "adapter":
         peft.apply_adapters(model, encoder_blocks=_blocks(cfg.train.adapter_encoder_blocks) if encoder_in_scope else None,
                             decoder=True, rngs=rngs)
-    return model
+    return to_device(model)
 
 
 def finish_model(model, cfg, log=print):

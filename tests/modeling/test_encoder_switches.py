@@ -8,7 +8,7 @@ from flax import nnx
 
 from samjax.modeling import encoder_switches, peft
 from samjax.modeling.image_encoder import Block, drop_path
-from samjax.build_sam import build_sam_from_spec
+from samjax.build_sam import abstract_sam
 from tiny_sams import VIT, encode, forward, images, make, set_random
 
 
@@ -30,7 +30,7 @@ def test_drop_path_function():
 def test_drop_path_schedule():
     model = make("vit")
     np.testing.assert_allclose(encoder_switches.set_drop_path(model, 0.2), [0.0, 0.2])
-    deep = nnx.eval_shape(lambda: build_sam_from_spec(VIT.replace(encoder_depth=4, encoder_global_attn_indexes=(3,))))
+    deep = abstract_sam(VIT.replace(encoder_depth=4, encoder_global_attn_indexes=(3,)))
     rates = encoder_switches.set_drop_path(deep, 0.3)
     np.testing.assert_allclose(rates, [0.0, 0.1, 0.2, 0.3])
     np.testing.assert_allclose([b.drop_path for b in deep.image_encoder.blocks], [0.0, 0.1, 0.2, 0.3])

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from samjax.build_sam import build_sam_from_spec
+from samjax.build_sam import abstract_sam
 from samjax.model_spec import get_spec
 from samjax.params import assign_params, param_shapes
 
@@ -32,7 +32,7 @@ def _random_params(kind, seed):
     building the model eagerly would compile every initializer separately, slow on CPU."""
     rng = np.random.default_rng(seed)
     params = {}
-    for name, shape in param_shapes(nnx.eval_shape(lambda: build_sam_from_spec(SPECS[kind]))).items():
+    for name, shape in param_shapes(abstract_sam(SPECS[kind])).items():
         leaf = name.rsplit(".", 1)[-1]
         std = 1 / np.sqrt(np.prod(shape[:-1])) if leaf == "kernel" else 0.2
         value = rng.normal(0.0, std, shape)
@@ -44,7 +44,7 @@ def _random_params(kind, seed):
 
 def make(kind, seed=0):
     """A fresh tiny Sam with random weights."""
-    model = nnx.eval_shape(lambda: build_sam_from_spec(SPECS[kind]))
+    model = abstract_sam(SPECS[kind])
     assign_params(model, _random_params(kind, seed))
     return model
 

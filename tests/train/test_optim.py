@@ -11,7 +11,7 @@ import optax
 import pytest
 from flax import nnx
 
-from samjax.build_sam import build_sam_from_spec
+from samjax.build_sam import abstract_sam
 from samjax.model_spec import get_spec
 from samjax.params import assign_params, flat_params, param_shapes
 from samjax.train import optim, param_rules
@@ -28,18 +28,18 @@ TINY_VIT_T = dict(image_size=64, tiny_embed_dims=(8, 16, 16, 32), tiny_depths=(1
 # initialization costs ~20 s per model on CPU. Name-only tests use them as they are.
 @pytest.fixture(scope="module")
 def vit_abstract():
-    return nnx.eval_shape(lambda: build_sam_from_spec(get_spec("vit_b").replace(**TINY_VIT_B)))
+    return abstract_sam(get_spec("vit_b").replace(**TINY_VIT_B))
 
 
 @pytest.fixture(scope="module")
 def tiny_vit_abstract():
-    return nnx.eval_shape(lambda: build_sam_from_spec(get_spec("vit_t").replace(**TINY_VIT_T)))
+    return abstract_sam(get_spec("vit_t").replace(**TINY_VIT_T))
 
 
 @pytest.fixture(scope="module")
 def vit_model():
     """The tiny ViT SAM with concrete random values (NumPy), loaded through ``assign_params``."""
-    model = nnx.eval_shape(lambda: build_sam_from_spec(get_spec("vit_b").replace(**TINY_VIT_B)))
+    model = abstract_sam(get_spec("vit_b").replace(**TINY_VIT_B))
     rng = np.random.default_rng(0)
     assign_params(model, {k: (0.1 * rng.normal(size=s)).astype(np.float32) for k, s in param_shapes(model).items()})
     return model

@@ -73,7 +73,7 @@ def test_interactive_training_raises_click_dice_and_chains(data_dir, tmp_path):
                           "--config.log_every_steps=100", "--config.final_eval_split=test"))
     assert result.returncode == 0, result.stderr[-3000:]
     one, five = _validation(workdir, "val_dice_1click"), _validation(workdir, "val_dice_5click")
-    assert one[steps] > one[0] + 0.1 and five[steps] > five[0] + 0.1, (one, five)
+    assert one[steps] > one[0] + 0.05 and five[steps] > five[0] + 0.05, (one, five)
     metrics = json.load(open(workdir / "eval" / "metrics.json"))
     assert len(metrics["dice_vs_clicks"]) == 5 and metrics["objects"] > 50
     assert (workdir / "eval" / "clicks.png").is_file()
