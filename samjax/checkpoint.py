@@ -190,11 +190,18 @@ class TrainCheckpoints:
 
 def latest_model_params(workdir: str | os.PathLike, which: str = "latest") -> dict[str, np.ndarray]:
     """Flat params (``image_encoder.blocks.0...``) of a training run: its frozen part plus the trained
-    parameters of its latest (or ``which="best"``) checkpoint; read on the host, no mesh needed."""
+    parameters of its latest checkpoint, its best (``which="best"``) or step ``which`` (``"1200"``); read on
+    the host, no mesh needed."""
     workdir = os.path.abspath(os.fspath(workdir))
     manager = ocp.CheckpointManager(os.path.join(workdir, CHECKPOINTS),
                                     options=ocp.CheckpointManagerOptions(read_only=True))
-    step = _best_step(os.path.join(workdir, CHECKPOINTS)) if which == "best" else manager.latest_step()
+    if str(which).isdigit():
+        step = int(which)
+        if step not in manager.all_steps():
+            raise CheckpointError(f"{workdir} has no checkpoint of step {step}; it has steps "
+                                  f"{sorted(manager.all_steps())} (or use latest / best)")
+    else:
+        step = _best_step(os.path.join(workdir, CHECKPOINTS)) if which == "best" else manager.latest_step()
     if step is None:
         step = manager.latest_step()
     if step is None:

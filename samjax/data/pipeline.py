@@ -30,13 +30,15 @@ DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """An opened split: random-access records, class names, and the case id of every record."""
+    """An opened split: random-access records, class names, the case id of every record, and the slice
+    spacing (mm between slices) of the 3D cases whose build recorded it."""
 
     records: Sequence
     class_names: tuple[str, ...]
     case_ids: tuple[str, ...]
     name: str
     split: str
+    slice_spacing: dict = dataclasses.field(default_factory=dict)
 
 
 def open_source(name: str, split: str, data_dir: str = DEFAULT_DATA_DIR) -> Source:
@@ -57,7 +59,9 @@ def open_source(name: str, split: str, data_dir: str = DEFAULT_DATA_DIR) -> Sour
         raise ValueError(f"{name} has no split {split!r}; it has {sorted(builder.info.splits)}")
     records = builder.as_data_source(split=split)
     class_names = tuple(builder.info.metadata.get("class_names", ()))
-    return Source(records, class_names, _case_ids(builder, split, len(records)), name, split)
+    counts = (builder.info.metadata.get("counts") or {}).get(split) or {}
+    return Source(records, class_names, _case_ids(builder, split, len(records)), name, split,
+                  dict(counts.get("slice_spacing") or {}))
 
 
 class _Head:
@@ -157,7 +161,8 @@ class _HostSlice(grain.MapDataset):
 
 @dataclasses.dataclass(frozen=True)
 class Standardize(grain.transforms.Map):
-    """Records of any built data set -> ``image`` (+ ``label``) and, if ``keep_ids``, ``case``/``slice``."""
+    """Records of any built data set -> ``image`` (+ ``label``) and, if ``keep_ids``, ``case``, ``slice`` and
+    ``spacing`` (mm per pixel, ``(1, 1)`` for data sets that record none)."""
 
     labeled: bool = True
     keep_ids: bool = False
@@ -172,6 +177,7 @@ class Standardize(grain.transforms.Map):
             case = record.get("case", record.get("seed", ""))
             out["case"] = case.decode() if isinstance(case, bytes) else str(case)
             out["slice"] = np.int32(record.get("slice", 0))
+            out["spacing"] = np.asarray(record.get("spacing", (1.0, 1.0)), np.float32).reshape(2)
         return out
 
 

@@ -30,6 +30,7 @@ class Counts:
     empty_slices: int = 0
     empty_slices_dropped: int = 0
     slices_per_class: dict = dataclasses.field(default_factory=dict)
+    slice_spacing: dict = dataclasses.field(default_factory=dict)  # case id -> mm between slices (3D cases)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -114,6 +115,7 @@ def case_examples(case: Case, class_names, *, axis: int = 2, ct_window=None, per
         if not -3 <= axis < 3:
             raise ValueError(f"axis must be 0, 1 or 2 for 3D volumes, got {axis}")
         keep_spacing = tuple(float(s) for i, s in enumerate(spacing[:3]) if i != axis % 3)
+        counts.slice_spacing[case.id] = float(spacing[axis % 3])
         slices = [(i, np.take(image, i, axis)[..., None],
                    None if label is None else np.take(label, i, axis)) for i in range(image.shape[axis])]
     else:

@@ -100,7 +100,9 @@ def check_checkpoint(cfg) -> None:
         if not steps:
             raise ConfigError(f"init_checkpoint={cfg.init_checkpoint!r} is a training workdir with no finished "
                               "checkpoint yet; let its run save one")
-    _one_of("init_checkpoint_which", cfg.get("init_checkpoint_which", "latest"), ("latest", "best"))
+    which = str(cfg.get("init_checkpoint_which", "latest"))
+    if not which.isdigit():
+        _one_of("init_checkpoint_which", which, ("latest", "best"))
 
 
 def check_model(cfg) -> SamSpec:

@@ -16,7 +16,7 @@ from jax.experimental import multihost_utils
 
 from samjax import metrics
 from samjax.train import strategy, supervised
-from samjax.train.objective import eval_batches, jit_once
+from samjax.train.objective import eval_batches, eval_source, gather_rows, jit_once
 
 NUMERIC_KEYS = ("image", "valid", "label", "low_res_label", "weight", "boxes", "points", "point_labels",
                 "object_valid", "object_masks", "object_class")
@@ -57,7 +57,7 @@ def _prompted_fn(trainable, num_classes: int, mode: str):
 
 
 def validate(cfg, trainable, params, frozen, mesh, class_names, split: str | None = None,
-             max_examples: int | None = None, mode: str = "image", on_batch=None) -> dict:
+             max_examples: int | None = None, mode: str = "image") -> dict:
     """Dice of the current parameters on ``split`` (default ``data.eval_split``).
 
     Auto mode: class maps against labels at the input resolution. Prompted modes: each object's
@@ -83,71 +83,112 @@ def validate(cfg, trainable, params, frozen, mesh, class_names, split: str | Non
         (inter, psum, lsum), pred = predict(params, frozen, device)
         stats = [np.asarray(multihost_utils.process_allgather(s, tiled=True)) for s in (inter, psum, lsum)]
         weight = np.asarray(multihost_utils.process_allgather(device["weight"], tiled=True)) > 0
-        cases = batch["case"]
-        if jax.process_count() > 1:
-            cases = None if mode == "image" else _gather_strings(cases)
+        cases = None if mode == "image" else _gather_strings(batch["case"])
         acc.update_stats(*(s[weight] for s in stats), case_ids=None if cases is None else np.asarray(cases)[weight])
-        if on_batch is not None:
-            on_batch(batch, np.asarray(jax.device_get(pred)) if jax.process_count() == 1 else None)
     return acc.result(class_names)
 
 
 def _gather_strings(strings) -> list[str]:
-    raise NotImplementedError("per-volume Dice across several processes: run eval.py on one process")
+    """Every process's strings (case ids) in process order, as ``process_allgather(tiled=True)`` orders rows."""
+    strings = [str(x) for x in strings]
+    if jax.process_count() == 1:
+        return strings
+    encoded = [x.encode() for x in strings]
+    width = int(np.max(multihost_utils.process_allgather(np.array([max(map(len, encoded), default=1)]))))
+    table = np.zeros((len(encoded), max(width, 1)), np.uint8)
+    for i, e in enumerate(encoded):
+        table[i, :len(e)] = np.frombuffer(e, np.uint8)
+    rows = np.asarray(multihost_utils.process_allgather(table, tiled=True))
+    return [bytes(r).rstrip(b"\0").decode() for r in rows]
 
 
-def _overlay_row(image, label, pred, num_classes: int) -> np.ndarray:
-    """image | ground truth | prediction, side by side, classes in the overlay palette."""
-    from samjax.overlay import overlay_masks
+def _gather_host(x) -> np.ndarray:
+    """A host array of this process's rows -> every process's rows."""
+    if jax.process_count() == 1:
+        return np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(np.asarray(x), tiled=True))
 
-    fg = range(1, num_classes)
-    truth = overlay_masks(image, np.stack([label == c for c in fg]))
-    guess = overlay_masks(image, np.stack([pred == c for c in fg]))
-    gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
-    return np.concatenate([image, gap, truth, gap, guess], axis=1)
+
+def _thumbnail(picture: np.ndarray, height: int = 256) -> np.ndarray:
+    step = -(-picture.shape[0] // height)
+    return picture[::step, ::step] if step > 1 else picture
 
 
 def write_evaluation(cfg, trainable, params, frozen, mesh, class_names, out_dir: str, split: str = "test",
-                     overlays: int = 8, log=print, mode: str = "image") -> dict:
-    """Evaluates on ``split`` and writes ``out_dir/metrics.json`` and ``overlay_<i>.png`` pictures."""
-    import json
+                     overlays: int = 3, log=print, mode: str = "image", tolerance: float = 2.0) -> dict:
+    """Evaluates on ``split`` and writes ``out_dir``: every metric and picture of ``samjax.train.eval_report``.
+
+    Auto mode: class maps at the model's input resolution (the label resized by nearest neighbour, the
+    pixel spacing scaled to match) scored per image or per restacked volume (``mode``) with Dice, IoU,
+    HD95 and NSD at ``tolerance`` (mm, or pixels for data sets that record no spacing). Prompted modes
+    (box / point fine-tuning): Dice per simulated object, ``metrics.json`` only. ``overlays`` > 0 writes
+    the best, median and worst units' pictures.
+    """
     import os
 
-    from samjax.overlay import save_png
+    from samjax.segmentation_scores import SegmentationScores, summarize
+    from samjax.train import eval_report
 
-    os.makedirs(out_dir, exist_ok=True)
-    written = []
-
-    def on_batch(batch, pred):
-        if pred is None or len(written) >= overlays:
-            return
-        for i in range(pred.shape[0]):
-            if len(written) >= overlays or batch["weight"][i] == 0:
-                continue
-            h, w = batch["input_size"][i]
-            row = _overlay_row(batch["image"][i, :h, :w], batch["label"][i, :h, :w], pred[i, :h, :w], len(class_names))
-            path = os.path.join(out_dir, f"overlay_{len(written):02d}_{batch['case'][i]}.png")
-            if jax.process_index() == 0:
-                save_png(row, path)
-            written.append(path)
-
-    result = validate(cfg, trainable, params, frozen, mesh, class_names, split=split, max_examples=0,
-                      mode=mode, on_batch=on_batch)
-    result = {**result, "split": split, "data": cfg.data.name, "overlays": [os.path.basename(p) for p in written]}
+    if cfg.train.mode != "auto":
+        return _write_prompted(cfg, trainable, params, frozen, mesh, class_names, out_dir, split, log)
+    num_classes = len(class_names)
+    source = eval_source(cfg, split)
+    scores = SegmentationScores(class_names, per=mode, tolerance=tolerance, slice_spacing=source.slice_spacing)
+    predict = _predict_fn(trainable, num_classes)
+    pictures, picture_area = {}, {}
+    units = set()
+    for batch, device in eval_batches(cfg, mesh, NUMERIC_KEYS, split, max_examples=0):
+        _, pred = predict(params, frozen, device)
+        pred, label = gather_rows(pred), gather_rows(device["label"])
+        weight = gather_rows(device["weight"]) > 0
+        image = gather_rows(device["image"]) if overlays else None
+        host = {k: _gather_host(batch[k]) for k in ("input_size", "original_size", "spacing", "slice")}
+        cases = _gather_strings(batch["case"])
+        for i in np.flatnonzero(weight):
+            h, w = (int(v) for v in host["input_size"][i])
+            p, g = pred[i, :h, :w], label[i, :h, :w]
+            spacing = host["spacing"][i] * host["original_size"][i] / host["input_size"][i]
+            scores.add(p, g, cases[i], int(host["slice"][i]), spacing)
+            unit = cases[i] if scores.per == "volume" else f"{cases[i]}/{int(host['slice'][i])}"
+            units.add(unit)
+            area = int((g > 0).sum())
+            if overlays and area >= picture_area.get(unit, -1):  # a volume shows its slice with the most label
+                picture_area[unit] = area
+                row = eval_report.overlay_row(image[i, :h, :w], g, p, num_classes)
+                pictures[unit] = eval_report.encode_png(_thumbnail(row))
+    rows = scores.rows()
+    summary = summarize(rows, class_names)
+    spacing_known = "spacing" in (source.records[0] if len(source.records) else {})
+    meta = {"title": f"{cfg.data.name}", "split": split, "data": cfg.data.get("eval_name", "") or cfg.data.name,
+            "per": scores.per, "units": len(units), "num_images": int(sum(1 for r in rows if r["class"] == class_names[1])
+                                                                       if scores.per == "image" else 0),
+            "distance_units": "mm" if spacing_known else "pixels", "nsd_tolerance": tolerance,
+            "notes": scores.notes}
     if jax.process_index() == 0:
-        with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-            json.dump(_jsonable(result), f, indent=2)
-    log(f"{split}: {format_dice(result)}; wrote {out_dir}/metrics.json and {len(written)} overlay(s)")
+        result = eval_report.write_report(out_dir, rows, summary, meta, pictures if overlays else None)
+    else:
+        result = {**meta, **summary}
+    log(f"{split}: {format_dice(result)}; HD95 {_num(result['mean_hd95'])} {meta['distance_units']}, "
+        f"NSD {_num(result['mean_nsd'])}; wrote {out_dir}/metrics.json, scores.csv, scores.md and pictures")
     return result
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return None if not np.isfinite(x) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _write_prompted(cfg, trainable, params, frozen, mesh, class_names, out_dir, split, log) -> dict:
+    """Box / point fine-tuning: Dice per simulated object, per class, into ``out_dir/metrics.json``."""
+    import json
+    import os
+
+    from samjax.train.eval_report import _jsonable
+
+    os.makedirs(out_dir, exist_ok=True)
+    result = validate(cfg, trainable, params, frozen, mesh, class_names, split=split, max_examples=0)
+    result = {**result, "split": split, "data": cfg.data.name, "per": "object"}
+    if jax.process_index() == 0:
+        with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+            json.dump(_jsonable(result), f, indent=2)
+    log(f"{split}: {format_dice(result)}; wrote {out_dir}/metrics.json")
+    return result

@@ -17,6 +17,8 @@ uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 from typing import Callable, Sequence
 
 import jax
@@ -160,14 +162,25 @@ def gather_rows(x) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+@functools.lru_cache(maxsize=8)
+def _open_source(name: str, split: str, data_dir: str) -> pipeline.Source:
+    return pipeline.open_source(name, split, data_dir)
+
+
+def eval_source(cfg, split: str | None = None) -> pipeline.Source:
+    """The evaluation split (default ``data.eval_split``) of ``data.eval_name`` (default: the first training
+    set), opened once per process: every validation of a run reuses it."""
+    name = cfg.data.get("eval_name", "") or data_names(cfg)[0]
+    return _open_source(name, split or cfg.data.eval_split, os.path.expanduser(cfg.data.data_dir))
+
+
 def eval_batches(cfg, mesh, keys: Sequence[str], split: str | None = None, max_examples: int | None = None,
                  labeled: bool = True, prompts=None, low_res_size: int | None = None):
     """Every example of ``split`` of ``data.eval_name`` (default: the first training set) once, in global batches of ``data.eval_batch`` (rounded up to the mesh):
     yields ``(host_batch, device_batch)``; ``device_batch`` holds ``keys`` plus ``weight`` (0 on padding)."""
     from samjax import parallel
 
-    name = cfg.data.get("eval_name", "") or data_names(cfg)[0]
-    source = pipeline.open_source(name, split or cfg.data.eval_split, cfg.data.data_dir)
+    source = eval_source(cfg, split)
     limit = max_examples if max_examples is not None else int(cfg.data.get("eval_max_examples", 0) or 0)
     if limit and limit < len(source.records):
         source = pipeline.head(source, limit)

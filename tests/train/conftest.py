@@ -15,8 +15,14 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def uninterrupted(tmp_path_factory, data_dir):
+def straight_run(tmp_path_factory, data_dir):
+    """The tiny config trained for 8 steps without interruption, evaluated on the test split at the end."""
     workdir = tmp_path_factory.mktemp("straight")
-    result = run(train_command(workdir, data_dir))
+    result = run(train_command(workdir, data_dir, "--config.final_eval_split=test"))
     assert result.returncode == 0, result.stderr[-3000:]
-    return losses(workdir)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(straight_run):
+    return losses(straight_run)

@@ -1,7 +1,7 @@
 """Validation Dice in auto and prompted modes, and the evaluation a finished run writes."""
 
+import csv
 import json
-import os
 
 import numpy as np
 import pytest
@@ -35,15 +35,29 @@ def test_validate_scores_every_class(data_dir, mode):
         assert sum(result["count"].values()) > 12  # one score per simulated object
 
 
-def test_write_evaluation_pictures_and_json(data_dir, tmp_path):
+@pytest.mark.parametrize("per", ["image", "case"])
+def test_write_evaluation_files(data_dir, tmp_path, per):
+    """Every file of the report; its Dice (host, from class maps) equals the device statistics' Dice."""
     cfg = tiny_config(**{"data.data_dir": data_dir})
     trainable, mesh = _trainable(cfg)
     names = ("background", "body", "liver", "kidney", "bone", "lesion")
+    params, frozen = trainable.init_state().params, trainable.frozen()
     out = tmp_path / "eval"
-    result = evaluate.write_evaluation(cfg, trainable, trainable.init_state().params, trainable.frozen(), mesh,
-                                       names, str(out), split="test", overlays=3, log=lambda m: None)
+    result = evaluate.write_evaluation(cfg, trainable, params, frozen, mesh, names, str(out), split="test",
+                                       log=lambda m: None, mode=per)
+    device = evaluate.validate(cfg, trainable, params, frozen, mesh, names, split="test", max_examples=0, mode=per)
     saved = json.load(open(out / "metrics.json"))
-    assert saved["num_images"] == 50 and saved["split"] == "test"
-    np.testing.assert_allclose(saved["mean_dice"], result["mean_dice"])
-    pictures = sorted(p for p in os.listdir(out) if p.endswith(".png"))
-    assert len(pictures) == 3 and saved["overlays"] == pictures
+    assert saved["units"] == 50 and saved["split"] == "test" and saved["distance_units"] == "pixels"
+    np.testing.assert_allclose(saved["mean_dice"], device["mean_dice"], rtol=1e-9)
+    for name in names[1:]:
+        np.testing.assert_allclose(saved["per_class"][name], device["per_class"][name], rtol=1e-9)
+        stats = saved["metrics"][name]
+        assert stats["dice"]["n"] == stats["hd95"]["n"] == device["count"][name]
+        assert 0 <= stats["iou"]["mean"] <= stats["dice"]["mean"] <= 1 and 0 <= stats["nsd"]["mean"] <= 1
+    with open(out / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 50 * 5 and set(rows[0]) == {"unit", "slices", "class", "dice", "iou", "hd95", "nsd"}
+    assert "| body |" in (out / "scores.md").read_text()
+    kinds = sorted(p.split("_")[1] for p in saved["overlays"])
+    assert kinds == ["best", "median", "worst"] and all((out / p).is_file() for p in saved["overlays"])
+    assert (out / "dice_boxplot.png").is_file()
