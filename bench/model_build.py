@@ -31,13 +31,13 @@ from samjax.modeling.keys import HostKeys  # noqa: E402
 
 
 def timed(fn) -> float:
+    """Seconds of one ``fn()`` whose result is ready (the previous result collected first, untimed)."""
+    gc.collect()
     start = time.perf_counter()
     out = fn()
-    jax.block_until_ready(nnx.state(out)) if isinstance(out, nnx.Module) else None
-    seconds = time.perf_counter() - start
-    del out
-    gc.collect()
-    return seconds
+    if isinstance(out, nnx.Module):
+        jax.block_until_ready(nnx.state(out))
+    return time.perf_counter() - start
 
 
 def torch_builder(model_type: str):
