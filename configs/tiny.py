@@ -4,14 +4,15 @@
     python train.py --config configs/tiny.py:vit_t,encoder_decoder,lora --workdir /tmp/tiny_t
     python train.py --config configs/tiny.py:mae --workdir /tmp/tiny_mae                  # MAE pretraining
     python train.py --config configs/tiny.py:interactive --workdir /tmp/tiny_interactive  # interactive training
+    python train.py --config configs/tiny.py:unet --workdir /tmp/tiny_unet                # the UNet baseline
 
 Same fields as ``configs/finetune.py`` (``mae`` and ``interactive``: as ``configs/mae.py`` and
-``configs/interactive.py``); the argument picks the grid point (``encoder,scope,peft``) or the objective.
+``configs/interactive.py``; ``unet``: as ``configs/unet.py``); the argument picks the grid point (``encoder,scope,peft``) or the objective.
 """
 
 import ml_collections
 
-from configs import finetune, interactive, mae
+from configs import finetune, interactive, mae, unet
 
 TINY_VIT = dict(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=(1,),
                 patch_size=8, window_size=4, prompt_embed_dim=32, decoder_mlp_dim=64, decoder_num_heads=2,
@@ -31,6 +32,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.num_objects = 2
         c.interactive.eval_clicks = 5
         c.optim.learning_rate = 2e-3
+    elif arg == "unet":
+        c = unet.get_config()
+        c.model.unet.features = (8, 16, 32)
     else:
         c = finetune.get_config(arg or "vit_b,encoder_decoder,none")
         c.optim.learning_rate = 1e-3

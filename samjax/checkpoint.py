@@ -15,6 +15,7 @@ import json
 import os
 from typing import Any, Mapping
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -109,6 +110,7 @@ def load_sam(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
 
 CHECKPOINTS = "checkpoints"
 FROZEN = "frozen"
+NOTHING_FROZEN = "NOTHING_FROZEN"  # the marker file of a run that trains every parameter
 
 
 SCORE = "score"
@@ -172,11 +174,19 @@ class TrainCheckpoints:
         path = os.path.join(self.workdir, FROZEN)
         if os.path.isdir(path):
             return
+        if not jax.tree.leaves(frozen):  # everything trains (a UNet): Orbax saves no empty tree, a marker says so
+            if jax.process_index() == 0:
+                os.makedirs(path + ".tmp", exist_ok=True)
+                open(os.path.join(path + ".tmp", NOTHING_FROZEN), "w").close()
+                os.replace(path + ".tmp", path)
+            return
         with ocp.StandardCheckpointer() as ckptr:
             ckptr.save(path, frozen)
             ckptr.wait_until_finished()
 
     def restore_frozen(self, abstract_frozen):
+        if os.path.isfile(os.path.join(self.workdir, FROZEN, NOTHING_FROZEN)):
+            return abstract_frozen
         with ocp.StandardCheckpointer() as ckptr:
             return ckptr.restore(os.path.join(self.workdir, FROZEN), abstract_frozen)
 
@@ -207,8 +217,10 @@ def latest_model_params(workdir: str | os.PathLike, which: str = "latest") -> di
     if step is None:
         raise CheckpointError(f"{workdir} has no finished training checkpoint")
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-    with ocp.StandardCheckpointer() as ckptr:
-        frozen = ckptr.restore(os.path.join(workdir, FROZEN))
+    frozen = {}
+    if not os.path.isfile(os.path.join(workdir, FROZEN, NOTHING_FROZEN)):
+        with ocp.StandardCheckpointer() as ckptr:
+            frozen = ckptr.restore(os.path.join(workdir, FROZEN))
     flat = _flatten(_stringify(frozen))
     flat.update(_flatten(_stringify(state["params"])))
     return {k: np.asarray(v) for k, v in flat.items()}

@@ -178,7 +178,8 @@ def check(cfg, device_count: int = 1, process_count: int = 1, log: Callable = pr
     _one_of("train.peft", cfg.train.peft, PEFTS)
     if cfg.train.mode != "auto" or objective.name == "interactive":
         _int(cfg, "train.num_objects", 1)
-    check_model(cfg)
+    if objective.uses_sam:
+        check_model(cfg)
     objective.check(cfg)
     fit_warmup(cfg, log)
     check_optim(cfg)

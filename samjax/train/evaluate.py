@@ -15,7 +15,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from samjax import metrics
-from samjax.train import strategy, supervised
+from samjax.train import objective as objectives
+from samjax.train import supervised
 from samjax.train.objective import eval_batches, eval_source, gather_rows, jit_once
 
 NUMERIC_KEYS = ("image", "valid", "label", "low_res_label", "weight", "boxes", "points", "point_labels",
@@ -27,14 +28,18 @@ def format_dice(result: dict) -> str:
     return f"mean Dice {result.get('mean_dice', float('nan')):.4f} ({per_class})"
 
 
-def _predict_fn(trainable, num_classes: int):
+def _predict_fn(trainable, num_classes: int, predictions=None):
+    """Dice statistics and class maps of a batch; ``predictions(model, batch, dtype)`` makes the class maps
+    (default: SAM's auto mode)."""
+    predictions = predictions or supervised.auto_predictions
+
     def predict(params, frozen, batch):
         model = trainable.model(params, frozen)
-        pred = supervised.auto_predictions(model, batch, trainable.dtype)
+        pred = predictions(model, batch, trainable.dtype)
         valid = batch["valid"] & (batch["weight"][:, None, None] > 0)
         return metrics.dice_jnp(pred, batch["label"].astype(jnp.int32), num_classes, valid, per_image=True), pred
 
-    return jit_once(trainable, f"auto{num_classes}", lambda: predict)
+    return jit_once(trainable, f"{predictions.__module__}.{predictions.__name__}{num_classes}", lambda: predict)
 
 
 def _prompted_fn(trainable, num_classes: int, mode: str):
@@ -57,7 +62,7 @@ def _prompted_fn(trainable, num_classes: int, mode: str):
 
 
 def validate(cfg, trainable, params, frozen, mesh, class_names, split: str | None = None,
-             max_examples: int | None = None, mode: str = "image") -> dict:
+             max_examples: int | None = None, mode: str = "image", predictions=None) -> dict:
     """Dice of the current parameters on ``split`` (default ``data.eval_split``).
 
     Auto mode: class maps against labels at the input resolution. Prompted modes: each object's
@@ -71,8 +76,9 @@ def validate(cfg, trainable, params, frozen, mesh, class_names, split: str | Non
 
         prompts = SimulatePrompts(num_objects=int(cfg.train.num_objects), num_classes=num_classes)
         mode = "image"
-    low_res_size = strategy.model_spec(cfg, num_classes).low_res_size
-    predict = _predict_fn(trainable, num_classes) if auto else _prompted_fn(trainable, num_classes, cfg.train.mode)
+    low_res_size = objectives.get(cfg).low_res_size(cfg)
+    predict = (_predict_fn(trainable, num_classes, predictions) if auto
+               else _prompted_fn(trainable, num_classes, cfg.train.mode))
     acc = metrics.DiceAccumulator(num_classes, mode=mode)
     for batch, device in eval_batches(cfg, mesh, NUMERIC_KEYS, split, max_examples, prompts=prompts,
                                       low_res_size=low_res_size):
@@ -115,7 +121,8 @@ def _thumbnail(picture: np.ndarray, height: int = 256) -> np.ndarray:
 
 
 def write_evaluation(cfg, trainable, params, frozen, mesh, class_names, out_dir: str, split: str = "test",
-                     overlays: int = 3, log=print, mode: str = "image", tolerance: float = 2.0) -> dict:
+                     overlays: int = 3, log=print, mode: str = "image", tolerance: float = 2.0,
+                     predictions=None) -> dict:
     """Evaluates on ``split`` and writes ``out_dir``: every metric and picture of ``samjax.train.eval_report``.
 
     Auto mode: class maps at the model's input resolution (the label resized by nearest neighbour, the
@@ -134,7 +141,7 @@ def write_evaluation(cfg, trainable, params, frozen, mesh, class_names, out_dir:
     num_classes = len(class_names)
     source = eval_source(cfg, split)
     scores = SegmentationScores(class_names, per=mode, tolerance=tolerance, slice_spacing=source.slice_spacing)
-    predict = _predict_fn(trainable, num_classes)
+    predict = _predict_fn(trainable, num_classes, predictions)
     pictures, picture_area = {}, {}
     units = set()
     for batch, device in eval_batches(cfg, mesh, NUMERIC_KEYS, split, max_examples=0):

@@ -7,7 +7,8 @@ The trainer (``samjax.train.trainer``) owns the loop, the mesh, checkpoints, met
   (``samjax.train.supervised``);
 - ``mae``: task-agnostic self-supervised pretraining of the image encoder (``samjax.train.mae``);
 - ``interactive``: task-expansive prompt-based training, SAM's interactive simulation
-  (``samjax.train.interactive``).
+  (``samjax.train.interactive``);
+- ``unet``: the study's baseline, a UNet trained from scratch (``samjax.train.unet_baseline``).
 
 Every objective's step is one jitted ``loss(model, batch, key, cfg, dtype) -> (total, terms)``
 differentiated by the trainer; ``key`` is ``fold_in(seed, step)``, so a resumed run draws what an
@@ -26,7 +27,7 @@ import numpy as np
 
 from samjax.data import pipeline
 
-OBJECTIVES = ("finetune", "mae", "interactive")
+OBJECTIVES = ("finetune", "mae", "interactive", "unet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Objective:
     """The base objective; subclasses override what differs (see the module docstring)."""
 
     name: str = ""
+    uses_sam: bool = True             # the model is SAM (its model.* fields are checked)
     labeled: bool = True              # the training examples need labels
     needs_class_names: bool = True    # the model's heads depend on the class list
     best_metric: str = "val_dice"     # the validation scalar that picks the best checkpoint
@@ -140,6 +142,10 @@ def get(cfg) -> Objective:
         from samjax.train.interactive import InteractiveTraining
 
         return InteractiveTraining()
+    if name == "unet":
+        from samjax.train.unet_baseline import UNetBaseline
+
+        return UNetBaseline()
     from samjax.errors import ConfigError
 
     raise ConfigError(f"objective={name!r} is not an objective; use one of {', '.join(OBJECTIVES)}")

@@ -107,6 +107,7 @@ class Finetune(Objective):
     """``objective = "finetune"``: task-specific supervised fine-tuning (the study's grid), auto or prompted."""
 
     name = "finetune"
+    predictions = None  # auto mode's class maps: SAM's (supervised.auto_predictions); the UNet baseline's own
     batch_keys = ("image", "valid", "label", "low_res_label", "boxes", "points", "point_labels", "object_valid",
                   "object_masks", "object_class")
 
@@ -132,7 +133,8 @@ class Finetune(Objective):
     def validate(self, cfg, trainable, params, frozen, mesh, data: TrainData, split=None) -> dict:
         from samjax.train import evaluate
 
-        result = evaluate.validate(cfg, trainable, params, frozen, mesh, data.class_names, split=split)
+        result = evaluate.validate(cfg, trainable, params, frozen, mesh, data.class_names, split=split,
+                                   predictions=self.predictions)
         scalars = {"val_mean_dice": result["mean_dice"]}
         scalars.update({f"val_dice/{name}": v for name, v in result.get("per_class", {}).items()})
         return {**result, "scalars": scalars, "best": result["mean_dice"]}
@@ -142,7 +144,7 @@ class Finetune(Objective):
         from samjax.train import evaluate
 
         return evaluate.write_evaluation(cfg, trainable, params, frozen, mesh, data.class_names, out_dir, split=split,
-                                         log=log, **options)
+                                         log=log, predictions=self.predictions, **options)
 
     def summary(self, result: dict) -> str:
         from samjax.train import evaluate

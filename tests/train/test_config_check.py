@@ -3,6 +3,7 @@ length fit their warm-up; every config in configs/ passes with total_steps=1."""
 
 import glob
 import os
+import re
 import sys
 
 import pytest
@@ -14,7 +15,8 @@ from train_runs import run, train_command
 
 
 ARGS = {"finetune.py": [None, "vit_t,decoder,lora", "vit_h,encoder_decoder,adapter"], "mae.py": [None, "vit_h"],
-        "interactive.py": [None, "vit_b"], "tiny.py": [None, "mae", "interactive"], "quickstart.py": [None]}
+        "interactive.py": [None, "vit_b"], "tiny.py": [None, "mae", "interactive", "unet"], "quickstart.py": [None],
+        "unet.py": [None, "quickstart"]}
 CONFIGS = [(os.path.basename(p), a) for p in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
            if not p.endswith("__init__.py") for a in ARGS[os.path.basename(p)]]
 
@@ -68,9 +70,12 @@ def test_objective_fields_are_checked():
     cases = [("mae", "mae.mask_ratio", 1.0, "mae.mask_ratio=1.0 must be between 0 and 1"),
              ("mae", "mae.decoder_heads", 5, "mae.decoder_dim=32 must be a multiple of 4 and of mae.decoder_heads=5"),
              ("interactive", "interactive.box_probability", 2.0, "interactive.box_probability=2.0 must be in [0, 1]"),
-             ("interactive", "interactive.click_rounds", -1, "interactive.click_rounds=-1 must be >= 0")]
+             ("interactive", "interactive.click_rounds", -1, "interactive.click_rounds=-1 must be >= 0"),
+             ("unet", "model.unet.features", (8,), "model.unet.features=(8,) must be two or more positive widths"),
+             ("unet", "data.image_size", 66, "data.image_size=66 must be a multiple of 4"),
+             ("unet", "train.mode", "box", "the UNet baseline takes no prompts")]
     for arg, key, value, message in cases:
-        with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
             config_check.check(tiny_config(arg, **{key: value}), log=lambda m: None, data=False)
 
 
