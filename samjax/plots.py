@@ -98,3 +98,38 @@ def line_plot(x: Sequence[float], series: Mapping[str, Sequence[float]], title: 
             ax.draw.ellipse([p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3], fill=color)
         ax.draw.text((ax.left + 10, ax.top + 4 + 14 * i), name, fill=color, font=ax.font)
     return ax.picture()
+
+
+def bar_plot(labels: Sequence[str], values: Sequence[float | None], errors: Sequence[float | None] | None = None,
+             title: str = "", x_label: str = "", high: float = 1.0, width: int = 720) -> np.ndarray:
+    """Horizontal bars (one per label, top to bottom) from 0 to ``high``, an error whisker of +-``errors``,
+    the value written beside each bar; missing values leave an empty row."""
+    errors = errors if errors is not None else [None] * len(labels)
+    font = ImageFont.load_default()
+    row, top, left = 22, 36, 16 + max([int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(t, font=font))
+                                        for t in labels] + [40])
+    height = top + row * len(labels) + 40
+    image = Image.new("RGB", (width, height), _PAPER)
+    draw = ImageDraw.Draw(image)
+    right = width - 70
+    draw.text((left, 10), title, fill=_INK, font=font)
+
+    def x(v):
+        return left + max(0.0, min(v, high)) / high * (right - left)
+
+    for tick in np.linspace(0, high, 6):
+        draw.line([(x(tick), top - 4), (x(tick), top + row * len(labels))], fill=_GRID)
+        draw.text((x(tick) - 8, top + row * len(labels) + 6), f"{tick:.3g}", fill=_INK, font=font)
+    draw.text(((left + right) / 2 - 20, top + row * len(labels) + 22), x_label, fill=_INK, font=font)
+    for i, (label, value, err) in enumerate(zip(labels, values, errors)):
+        y = top + row * i
+        draw.text((8, y + 5), label, fill=_INK, font=font)
+        if value is None or not np.isfinite(value):
+            continue
+        color = tuple(int(c) for c in PALETTE[i % len(PALETTE)])
+        draw.rectangle([x(0), y + 3, x(value), y + row - 3], fill=color, outline=_INK)
+        if err:
+            mid = y + row / 2
+            draw.line([(x(value - err), mid), (x(value + err), mid)], fill=_INK, width=2)
+        draw.text((x(min(high, value + (err or 0))) + 6, y + 5), f"{value:.3f}", fill=_INK, font=font)
+    return np.asarray(image)

@@ -9,7 +9,7 @@ from flax import nnx
 from samjax.build_sam import build_sam_from_spec
 from samjax.modeling import initializers as init
 from samjax.modeling.keys import HostKeys, KeyStream
-from tiny_sams import TINY, VIT
+from tiny_sams import VIT
 
 SHAPE = (3, 3, 96, 160)  # a conv kernel: fans 3*3*96 and 3*3*160, 138240 values (several host chunks below)
 
@@ -56,9 +56,10 @@ def test_constants_and_fans():
     assert init.fans((5, 64, 32), -2, -1, (0,)) == (64, 32)
 
 
-@pytest.mark.parametrize("spec", [VIT, TINY], ids=["vit", "tiny_vit"])
-def test_model_keys(spec):
-    """KeyStream builds exactly nnx.Rngs' values; HostKeys builds the same variables, on the device."""
+def test_model_keys():
+    """KeyStream builds exactly nnx.Rngs' values; HostKeys builds the same variables, on the device.
+    (MobileSAM's TinyViT takes the same paths: its initializers are the ones tested above.)"""
+    spec = VIT
     ref = nnx.state(build_sam_from_spec(spec, rngs=nnx.Rngs(5)))
     same = nnx.state(build_sam_from_spec(spec, rngs=KeyStream(5)))
     host = nnx.state(build_sam_from_spec(spec, rngs=HostKeys(5)))

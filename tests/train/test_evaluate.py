@@ -35,17 +35,17 @@ def test_validate_scores_every_class(data_dir, mode):
         assert sum(result["count"].values()) > 12  # one score per simulated object
 
 
-@pytest.mark.parametrize("per", ["image", "case"])
-def test_write_evaluation_files(data_dir, tmp_path, per):
-    """Every file of the report; its Dice (host, from class maps) equals the device statistics' Dice."""
+def test_write_evaluation_files(data_dir, tmp_path):
+    """Every file of the report; its Dice (host, from class maps) equals the device statistics' Dice.
+    (Per volume: tests/test_segmentation_scores.py by hand, tests/train/test_eval_command.py end to end.)"""
     cfg = tiny_config(**{"data.data_dir": data_dir})
     trainable, mesh = _trainable(cfg)
     names = ("background", "body", "liver", "kidney", "bone", "lesion")
     params, frozen = trainable.init_state().params, trainable.frozen()
     out = tmp_path / "eval"
     result = evaluate.write_evaluation(cfg, trainable, params, frozen, mesh, names, str(out), split="test",
-                                       log=lambda m: None, mode=per)
-    device = evaluate.validate(cfg, trainable, params, frozen, mesh, names, split="test", max_examples=0, mode=per)
+                                       log=lambda m: None)
+    device = evaluate.validate(cfg, trainable, params, frozen, mesh, names, split="test", max_examples=0)
     saved = json.load(open(out / "metrics.json"))
     assert saved["units"] == 50 and saved["split"] == "test" and saved["distance_units"] == "pixels"
     np.testing.assert_allclose(saved["mean_dice"], device["mean_dice"], rtol=1e-9)

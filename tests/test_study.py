@@ -1,0 +1,76 @@
+"""The study runner on the tiny grid: every run trained and evaluated, a pretraining chained into its
+fine-tuning, seeds aggregated into one table row, finished runs skipped when the study starts again, and a
+bad command line answered in one line."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from samjax import study
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "study.py")
+
+
+def _study(workdir, *args, data_dir):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-m", "samjax.study", "--config", f"{CONFIG}:tiny", "--workdir",
+                           str(workdir), "--set", f"data.data_dir={data_dir}", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from samjax.data.builders import phantoms
+
+    d = tmp_path_factory.mktemp("tfds")
+    phantoms.build(str(d), "labeled_64")
+    return str(d)
+
+
+def test_the_grid():
+    cfg, _ = study.load_study(f"{CONFIG}:tiny")
+    runs = study.expand(cfg, {"data.data_dir": "/x"})
+    assert [r.name for r in runs] == ["setup1/vit_b-decoder-none/5shot-seed0", "setup1/vit_b-decoder-none/5shot-seed1",
+                                      "setup3/mae", "setup3/vit_b-decoder-none", "unet"]
+    assert dict(runs[1].overrides)["data.few_shot"] == 5 and dict(runs[1].overrides)["seed"] == 1
+    assert runs[3].after == "setup3/mae" and dict(runs[3].overrides)["data.data_dir"] == "/x"
+    full, _ = study.load_study(CONFIG + ":full")
+    assert len(study.expand(full)) == 19 * (1 + 3)  # 18 grid points + UNet, full data and 3 few-shot seeds
+    with pytest.raises(study.StudyError, match="names no earlier entry"):
+        cfg.runs[3]["after"] = "setup2/nothing"
+        study.expand(cfg)
+
+
+def test_study_runs_resumes_and_tabulates(tmp_path, data_dir):
+    workdir = tmp_path / "study"
+    result = _study(workdir, data_dir=data_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(workdir / "study.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["run"] for r in rows] == ["setup1/vit_b-decoder-none/5shot-seed0",
+                                        "setup1/vit_b-decoder-none/5shot-seed1", "setup3/mae",
+                                        "setup3/vit_b-decoder-none", "unet"]
+    mae = rows[2]
+    assert mae["dice"] == ""  # MAE reports a reconstruction loss, no Dice
+    for r in rows[:2] + rows[3:]:
+        assert 0 <= float(r["dice"]) <= 1 and float(r["hd95"]) > 0 and int(r["trainable_params"]) > 0
+    log = (workdir / "setup3" / "vit_b-decoder-none" / "train.log").read_text()
+    assert f"loaded {workdir / 'setup3' / 'mae'}" in log  # the fine-tuning started from the MAE run
+    table = (workdir / "study.md").read_text()
+    assert "| setup1/vit_b-decoder-none | 5-shot | 2 |" in table and "| unet | full | 1 |" in table
+    assert (workdir / "study.png").is_file()
+    first = json.load(open(workdir / "unet" / "study.json"))
+
+    os.remove(workdir / "unet" / "eval" / "metrics.json")  # as if killed before its evaluation
+    again = _study(workdir, data_dir=data_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("finished earlier, skipped") == 4 and "unet: done" in again.stdout
+    assert json.load(open(workdir / "unet" / "study.json"))["seconds"] > first["seconds"]
+
+    bad = _study(workdir, "--only", "setup9/*", data_dir=data_dir)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --only setup9/* matches no run")
