@@ -29,7 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.few_shot = (0, 5)
     c.seeds = (0, 1, 2)
     c.set = ml_collections.ConfigDict({"final_eval_split": "test"})
-    if arg == "tiny":  # the runner end to end in a few minutes: setup 1, setup 3 chained, the UNet
+    if arg == "tiny":  # the runner end to end in about a minute: setup 1 with seeds, setup 3 chained
         c.seeds = (0, 1)
         c.set = ml_collections.ConfigDict({"final_eval_split": "test", "total_steps": 4, "eval_every_steps": 0,
                                            "checkpoint_every_steps": 4})
@@ -39,7 +39,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             dict(name="setup3/mae", config="tiny.py:mae", set={}, after="", few_shot=(0,)),
             dict(name="setup3/vit_b-decoder-none", config="tiny.py:vit_b,decoder,none", set={}, after="setup3/mae",
                  few_shot=(0,)),
-            dict(name="unet", config="tiny.py:unet", set={}, after="", few_shot=(0,)),
         ]
         return c
     if arg == "full":  # the study at real size: ViT-T, B and H, from Meta's / MobileSAM's weights (set init_checkpoint)

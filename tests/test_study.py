@@ -1,6 +1,7 @@
 """The study runner on the tiny grid: every run trained and evaluated, a pretraining chained into its
 fine-tuning, seeds aggregated into one table row, finished runs skipped when the study starts again, and a
-bad command line answered in one line."""
+bad command line answered in one line. (The UNet entry of the real grids is a config like the others:
+tests/train/test_unet_baseline.py trains and evaluates it.)"""
 
 import csv
 import json
@@ -36,13 +37,13 @@ def test_the_grid():
     cfg, _ = study.load_study(f"{CONFIG}:tiny")
     runs = study.expand(cfg, {"data.data_dir": "/x"})
     assert [r.name for r in runs] == ["setup1/vit_b-decoder-none/5shot-seed0", "setup1/vit_b-decoder-none/5shot-seed1",
-                                      "setup3/mae", "setup3/vit_b-decoder-none", "unet"]
+                                      "setup3/mae", "setup3/vit_b-decoder-none"]
     assert dict(runs[1].overrides)["data.few_shot"] == 5 and dict(runs[1].overrides)["seed"] == 1
     assert runs[3].after == "setup3/mae" and dict(runs[3].overrides)["data.data_dir"] == "/x"
     full, _ = study.load_study(CONFIG + ":full")
     assert len(study.expand(full)) == 19 * (1 + 3)  # 18 grid points + UNet, full data and 3 few-shot seeds
     with pytest.raises(study.StudyError, match="names no earlier entry"):
-        cfg.runs[3]["after"] = "setup2/nothing"
+        cfg.runs[2]["after"] = "setup2/nothing"
         study.expand(cfg)
 
 
@@ -54,7 +55,7 @@ def test_study_runs_resumes_and_tabulates(tmp_path, data_dir):
         rows = list(csv.DictReader(f))
     assert [r["run"] for r in rows] == ["setup1/vit_b-decoder-none/5shot-seed0",
                                         "setup1/vit_b-decoder-none/5shot-seed1", "setup3/mae",
-                                        "setup3/vit_b-decoder-none", "unet"]
+                                        "setup3/vit_b-decoder-none"]
     mae = rows[2]
     assert mae["dice"] == ""  # MAE reports a reconstruction loss, no Dice
     for r in rows[:2] + rows[3:]:
@@ -62,15 +63,16 @@ def test_study_runs_resumes_and_tabulates(tmp_path, data_dir):
     log = (workdir / "setup3" / "vit_b-decoder-none" / "train.log").read_text()
     assert f"loaded {workdir / 'setup3' / 'mae'}" in log  # the fine-tuning started from the MAE run
     table = (workdir / "study.md").read_text()
-    assert "| setup1/vit_b-decoder-none | 5-shot | 2 |" in table and "| unet | full | 1 |" in table
+    assert "| setup1/vit_b-decoder-none | 5-shot | 2 |" in table and "| setup3/vit_b-decoder-none | full | 1 |" in table
     assert (workdir / "study.png").is_file()
-    first = json.load(open(workdir / "unet" / "study.json"))
+    chained = workdir / "setup3" / "vit_b-decoder-none"
+    first = json.load(open(chained / "study.json"))
 
-    os.remove(workdir / "unet" / "eval" / "metrics.json")  # as if killed before its evaluation
+    os.remove(chained / "eval" / "metrics.json")  # as if killed before its evaluation
     again = _study(workdir, data_dir=data_dir)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("finished earlier, skipped") == 4 and "unet: done" in again.stdout
-    assert json.load(open(workdir / "unet" / "study.json"))["seconds"] > first["seconds"]
+    assert again.stdout.count("finished earlier, skipped") == 3 and "setup3/vit_b-decoder-none: done" in again.stdout
+    assert json.load(open(chained / "study.json"))["seconds"] > first["seconds"]
 
     bad = _study(workdir, "--only", "setup9/*", data_dir=data_dir)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --only setup9/* matches no run")

@@ -1,12 +1,19 @@
 """A run killed with SIGKILL and started again with the same command continues exactly as an
-uninterrupted run (same losses, bitwise on CPU); half-written checkpoints are never chosen."""
+uninterrupted run (same losses, bitwise on CPU); half-written checkpoints are never chosen. The
+uninterrupted run also serves ``python eval.py --workdir RUN`` (same numbers as its final evaluation)."""
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
+import pytest
+
+from samjax.checkpoint import latest_model_params
+from samjax.errors import CheckpointError
 
 from train_runs import ROOT, env, losses, run, train_command
 
@@ -86,3 +93,26 @@ def test_resume_onto_another_mesh(tmp_path, data_dir, uninterrupted):
     assert "mesh {'data': 1, 'fsdp': 8, 'tensor': 1}" in second.stdout and "resumed from" in second.stdout
     resumed = losses(workdir)
     np.testing.assert_allclose([resumed[s] for s in range(1, 9)], [uninterrupted[s] for s in range(1, 9)], rtol=1e-4)
+
+
+def _eval(workdir, *extra):
+    return run([sys.executable, os.path.join(ROOT, "eval.py"), "--workdir", str(workdir), *extra])
+
+
+def test_eval_reproduces_the_final_evaluation(straight_run, tmp_path):
+    final = json.load(open(straight_run / "eval" / "metrics.json"))
+    assert {"scores.csv", "scores.md", "dice_boxplot.png", *final["overlays"]} <= set(os.listdir(straight_run / "eval"))
+    result = _eval(straight_run, "--output", str(tmp_path / "again"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    again = json.load(open(tmp_path / "again" / "metrics.json"))
+    for key in ("mean_dice", "mean_iou", "mean_hd95", "mean_nsd", "per_class"):
+        assert again[key] == final[key], key
+    assert (tmp_path / "again" / "scores.csv").read_text() == (straight_run / "eval" / "scores.csv").read_text()
+
+    result = _eval(straight_run, "--checkpoint", "6", "--per", "volume", "--split", "validation", "--overlays", "0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    other = json.load(open(straight_run / "eval_validation" / "metrics.json"))
+    assert other["split"] == "validation" and other["per"] == "volume" and other["overlays"] == []
+
+    with pytest.raises(CheckpointError, match="no checkpoint of step 3; it has steps"):
+        latest_model_params(straight_run, "3")  # eval.py prints it as one line (test_config_check: its form)
