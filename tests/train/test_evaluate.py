@@ -37,7 +37,8 @@ def test_validate_scores_every_class(data_dir, mode):
 
 def test_write_evaluation_files(data_dir, tmp_path):
     """Every file of the report; its Dice (host, from class maps) equals the device statistics' Dice.
-    (Per volume: tests/test_segmentation_scores.py by hand, the eval.py test in tests/train/test_resume.py end to end.)"""
+    (Per volume: tests/test_segmentation_scores.py by hand; end to end: the eval.py test in
+    tests/train/test_resume.py.)"""
     cfg = tiny_config(**{"data.data_dir": data_dir})
     trainable, mesh = _trainable(cfg)
     names = ("background", "body", "liver", "kidney", "bone", "lesion")
