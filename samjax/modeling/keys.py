@@ -24,8 +24,12 @@ class KeyStream:
         self.key = jax.random.key(seed) if isinstance(seed, int) else seed
         self.count = 0
 
-    def __call__(self) -> jax.Array:
-        key = jax.random.fold_in(self.key, self.count)
+    def make(self, n: int):
+        """The n-th key of the stream."""
+        return jax.random.fold_in(self.key, n)
+
+    def __call__(self):
+        key = self.make(self.count)
         self.count += 1
         return key
 
@@ -35,7 +39,7 @@ class KeyStream:
         return self
 
 
-class HostKeys:
+class HostKeys(KeyStream):
     """Like :class:`KeyStream`, but hands out :class:`~samjax.modeling.initializers.HostKey` seeds: samjax's
     initializers then draw with NumPy, compiling nothing (a random ViT-B builds in about a second instead of
     ~9). The n-th draw is seeded by ``(seed, n)``. Call :func:`to_device` on the built model."""
@@ -44,15 +48,8 @@ class HostKeys:
         self.seed = int(seed)
         self.count = 0
 
-    def __call__(self):
-        key = HostKey(np.random.SeedSequence([self.seed, self.count]))
-        self.count += 1
-        return key
-
-    def __getattr__(self, name: str):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return self
+    def make(self, n: int) -> HostKey:
+        return HostKey(np.random.SeedSequence([self.seed, n]))
 
 
 def to_device(model: nnx.Module) -> nnx.Module:
