@@ -1,16 +1,24 @@
-"""Evaluate a training run on a held-out split, as its objective scores it.
+"""Evaluate a training run, or a SAM as loaded (zero-shot), on a held-out split.
 
     python eval.py --workdir runs/quickstart                              # the run's own config, latest checkpoint
     python eval.py --workdir runs/quickstart --checkpoint best --per volume --split validation
     python eval.py --workdir runs/quickstart --checkpoint 800 --output /tmp/step800
-    python eval.py --config configs/quickstart.py --workdir runs/quickstart --config.data.eval_name=other_set
+    python eval.py --workdir runs/interactive --clicks 20                 # box, then 1..20 clicks; NoC@85/90
+    python eval.py --config configs/finetune.py:vit_b,decoder,none --config.init_checkpoint=ckpt/sam_vit_b \
+        --config.train.mode=box --config.data.name=liver --output runs/zero_shot_b --clicks 5 --amg   # zero-shot
 
 The config is the run's own ``WORKDIR/config.json`` unless ``--config`` (with its ``--config.*``
 overrides) is given. Fine-tuning runs in auto mode get Dice, IoU, HD95 and NSD per class, per image or
 per restacked volume (``--per volume``), with ``metrics.json``, ``scores.csv``, ``scores.md``, a Dice box
 plot and the best / median / worst overlays in ``--output`` (default ``WORKDIR/eval`` for the run's final
-evaluation split, ``WORKDIR/eval_<split>`` for another); MAE runs their reconstruction loss and picture,
-interactive runs Dice with a box and 1..N clicks. A bad value ends in one line naming it.
+evaluation split, ``WORKDIR/eval_<split>`` for another); box / point runs Dice per object; MAE runs their
+reconstruction loss and picture; interactive runs the click protocol (``samjax/train/click_eval.py``).
+
+Without ``--workdir`` the model is ``--config``'s as loaded from its ``init_checkpoint`` (a converted SAM:
+the zero-shot baselines), written to ``--output``. ``--clicks N`` adds the interactive protocol (a box,
+then 1..N clicks, each at the largest error) for any model with SAM's own mask tokens, in ``OUTPUT/clicks``;
+``--amg`` adds the automatic mask generator, its masks matched to the labels (``samjax/train/amg_eval.py``),
+in ``OUTPUT/amg``. A bad value ends in one line naming it.
 """
 
 import json
@@ -20,7 +28,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "a config file (default: the run's WORKDIR/config.json)")
-_WORKDIR = flags.DEFINE_string("workdir", None, "the training run to evaluate")
+_WORKDIR = flags.DEFINE_string("workdir", None, "the training run to evaluate (none: --config's model as loaded)")
 _SPLIT = flags.DEFINE_string("split", None, "the split to evaluate (default: the run's final_eval_split, else test)")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "which checkpoint of the run: latest, best or a step")
 _PER = flags.DEFINE_enum("per", "image", ["image", "volume"], "score each 2D image or each restacked volume")
@@ -28,7 +36,10 @@ _TOLERANCE = flags.DEFINE_float("nsd_tolerance", 2.0, "normalized surface Dice t
                                 "the data set records no spacing)")
 _OUTPUT = flags.DEFINE_string("output", None, "folder for the results (default: see above)")
 _OVERLAYS = flags.DEFINE_integer("overlays", 3, "write the best / median / worst overlays (0: none)")
-flags.mark_flags_as_required(["workdir"])
+_CLICKS = flags.DEFINE_integer("clicks", 0, "the interactive protocol with a box and 1..N clicks (interactive runs: "
+                               "default interactive.eval_clicks)")
+_AMG = flags.DEFINE_bool("amg", False, "also score the automatic mask generator, masks matched to the labels")
+_AMG_POINTS = flags.DEFINE_integer("amg_points_per_side", 32, "the generator's grid of point prompts per side")
 
 
 def _tuples(value):
@@ -56,6 +67,36 @@ def run_config(workdir: str):
         raise ConfigError(f"{path} is not a readable config ({e}); give --config configs/<file>.py") from None
 
 
+def _model_config(workdir: str | None):
+    """The config of the model to evaluate: a training run's (loaded from it) or ``--config``'s as loaded."""
+    from samjax.errors import ConfigError
+
+    if workdir:
+        if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+            raise ConfigError(f"--workdir {workdir} is not a training run (no checkpoints/ folder)")
+        cfg = _CONFIG.value if _CONFIG.value is not None else run_config(workdir)
+        cfg.init_checkpoint = workdir
+        cfg.init_checkpoint_which = _CHECKPOINT.value
+        return cfg
+    if _CONFIG.value is None or not _CONFIG.value.get("init_checkpoint", ""):
+        raise ConfigError("give --workdir RUN (a training run), or a model as loaded: --config configs/<file>.py "
+                          "--config.init_checkpoint=<converted SAM> --output DIR")
+    if not _OUTPUT.value:
+        raise ConfigError("--output DIR is needed without --workdir (where the results go)")
+    return _CONFIG.value
+
+
+def _check_prompted(objective, cfg, flag: str) -> None:
+    """``--clicks`` and ``--amg`` need SAM's own mask tokens: box / point / interactive models."""
+    from samjax.errors import ConfigError
+
+    if not objective.uses_sam or objective.name == "mae":
+        raise ConfigError(f"{flag} needs a SAM with its prompt encoder; this is a {objective.name} run")
+    if objective.name == "finetune" and cfg.train.mode == "auto":
+        raise ConfigError(f"{flag} needs SAM's own mask tokens, but train.mode=auto replaces them by one per class; "
+                          "evaluate a box / point / interactive run, or set --config.train.mode=box")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -63,26 +104,51 @@ def main(argv):
     from samjax.errors import CheckpointError, ConfigError, DataError
     from samjax.train import trainer
 
-    workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
+    workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value)) if _WORKDIR.value else None
     try:
-        if not os.path.isdir(os.path.join(workdir, "checkpoints")):
-            raise ConfigError(f"--workdir {workdir} is not a training run (no checkpoints/ folder)")
-        cfg = _CONFIG.value if _CONFIG.value is not None else run_config(workdir)
-        cfg.init_checkpoint = workdir
-        cfg.init_checkpoint_which = _CHECKPOINT.value
+        cfg = _model_config(workdir)
         if not _TOLERANCE.value > 0:
             raise ConfigError(f"--nsd_tolerance={_TOLERANCE.value} must be positive")
+        if _CLICKS.value < 0 or _AMG_POINTS.value < 1:
+            raise ConfigError("--clicks must be >= 0 and --amg_points_per_side >= 1")
         split = _SPLIT.value or cfg.get("final_eval_split", "") or "test"
         objective, mesh, data, trainable = trainer.setup(cfg)
+        for flag, on in (("--clicks", _CLICKS.value > 0 and objective.name != "interactive"), ("--amg", _AMG.value)):
+            if on:
+                _check_prompted(objective, cfg, flag)
         final = split == (cfg.get("final_eval_split", "") or "test")
         out = _OUTPUT.value or os.path.join(workdir, "eval" if final else f"eval_{split}")
         options = dict(overlays=_OVERLAYS.value)
         if objective.name == "finetune":
             options.update(mode="case" if _PER.value == "volume" else "image", tolerance=_TOLERANCE.value)
-        objective.evaluate(cfg, trainable, trainable.params(), trainable.frozen(), mesh, data, out, split=split,
-                           **options)
+        if objective.name == "interactive" and _CLICKS.value:
+            options.update(clicks=_CLICKS.value)
+        params, frozen = trainable.params(), trainable.frozen()
+        objective.evaluate(cfg, trainable, params, frozen, mesh, data, out, split=split, **options)
+        names = list(data.class_names) or [f"class_{c}" for c in range(data.num_classes)]
+        if _CLICKS.value and objective.name != "interactive":
+            from samjax.train import click_eval
+
+            click_eval.evaluate_clicks(cfg, trainable, params, frozen, mesh, names, os.path.join(out, "clicks"),
+                                       split, _CLICKS.value)
+        if _AMG.value:
+            _evaluate_amg(cfg, trainable, params, frozen, mesh, names, os.path.join(out, "amg"), split)
     except (ConfigError, CheckpointError, DataError) as e:
         raise SystemExit(f"error: {e}") from None
+
+
+def _evaluate_amg(cfg, trainable, params, frozen, mesh, names, out, split):
+    import jax
+
+    from samjax.train import amg_eval, evaluate
+    from samjax.train.objective import eval_source
+
+    total = len(eval_source(cfg, split).records) if jax.process_count() == 1 else None
+    maps = amg_eval.class_maps(trainable.model(params, frozen), len(names), total=total,
+                               points_per_side=_AMG_POINTS.value)
+    evaluate.write_evaluation(cfg, trainable, params, frozen, mesh, names, out, split=split, overlays=_OVERLAYS.value,
+                              mode="case" if _PER.value == "volume" else "image", tolerance=_TOLERANCE.value,
+                              class_maps=maps, title=f"{cfg.data.name}, automatic mask generator (oracle match)")
 
 
 if __name__ == "__main__":

@@ -74,7 +74,9 @@ class SimulatePrompts(grain.transforms.RandomMap):
     * ``object_masks (K, S/4, S/4)`` bool low-resolution targets: ``low_res_label == class`` in
       ``"class"`` mode; in ``"component"`` mode those cells of it whose full-resolution block
       overlaps the component, or, if nearest downsampling lost the whole component, the cells it
-      overlaps (so no target is empty).
+      overlaps (so no target is empty);
+    * with ``full_masks``, ``object_masks_full (K, S, S)`` bool: the objects at full resolution
+      (evaluation scores masks at the input resolution).
 
     Objects are the foreground classes present (``objects="class"``) or the 8-connected components
     of each class (``"component"``); if there are more than K a random K are kept, in random order,
@@ -88,6 +90,7 @@ class SimulatePrompts(grain.transforms.RandomMap):
     box_noise_max: float = 20.0
     objects: str = "class"
     num_classes: int | None = None
+    full_masks: bool = False
 
     def __post_init__(self):
         if self.objects not in OBJECT_MODES:
@@ -128,6 +131,7 @@ class SimulatePrompts(grain.transforms.RandomMap):
         point_labels = np.full((k, p), -1, np.int32)
         object_class = np.zeros(k, np.int32)
         object_masks = np.zeros((k,) + low_res.shape, bool)
+        full_masks = np.zeros((k,) + label.shape, bool) if self.full_masks else None
 
         found = self._find_objects(label)
         for slot, index in enumerate(rng.permutation(len(found))[:k]):
@@ -144,6 +148,8 @@ class SimulatePrompts(grain.transforms.RandomMap):
             boxes[slot] = np.concatenate([np.minimum(box[:2], box[2:]), np.maximum(box[:2], box[2:])])
 
             class_low = low_res == c
+            if full_masks is not None:
+                full_masks[slot, rows, cols] = crop
             if self.objects == "class":
                 object_masks[slot] = class_low
             else:
@@ -152,8 +158,10 @@ class SimulatePrompts(grain.transforms.RandomMap):
                 overlap = _downsample_any(full, low_res.shape)
                 object_masks[slot] = overlap & class_low if (overlap & class_low).any() else overlap
 
+        extra = {} if full_masks is None else {"object_masks_full": full_masks}
         return {
             **element,
+            **extra,
             "boxes": boxes,
             "points": points,
             "point_labels": point_labels,
@@ -187,8 +195,9 @@ def next_click(key: jax.Array, pred_masks, gt_masks, valid=None, scale: float = 
       valid: optional bool ``(..., H, W)``; errors where it is False (image padding) are ignored.
       scale: factor from mask pixels to the input frame (4.0 for SAM's low-resolution masks).
       mode: ``"uniform"``: any error pixel, uniformly (the SAM paper); ``"center"``: uniformly among
-        the error pixels farthest (city-block) from the error region's outline, the image border
-        counting as outline (RITM-style clicks).
+        the error pixels farthest (city-block) from their error region's outline, false negatives and
+        false positives taken apart and the image border counting as outline (the clicks of
+        interactive-segmentation benchmarks: the middle of the largest error).
 
     Returns:
       ``points (..., 2)`` float32 xy ``(col + 0.5, row + 0.5) * scale`` and ``labels (...,)`` int32:
@@ -202,8 +211,9 @@ def next_click(key: jax.Array, pred_masks, gt_masks, valid=None, scale: float = 
     if valid is not None:
         error = error & jnp.asarray(valid, bool)
     gt = jnp.broadcast_to(gt, error.shape)
-    if mode == "center":
-        depth = _depth(error)
+    if mode == "center":  # false negatives and false positives are separate regions, even where they touch
+        depths = _depth(jnp.stack([error & gt, error & ~gt]))
+        depth = depths[0] + depths[1]
         error = error & (depth == depth.max((-2, -1), keepdims=True))
     h, w = error.shape[-2:]
     flat = error.reshape(error.shape[:-2] + (h * w,))

@@ -122,31 +122,30 @@ def _thumbnail(picture: np.ndarray, height: int = 256) -> np.ndarray:
 
 def write_evaluation(cfg, trainable, params, frozen, mesh, class_names, out_dir: str, split: str = "test",
                      overlays: int = 3, log=print, mode: str = "image", tolerance: float = 2.0,
-                     predictions=None) -> dict:
+                     predictions=None, class_maps=None, title: str = "") -> dict:
     """Evaluates on ``split`` and writes ``out_dir``: every metric and picture of ``samjax.train.eval_report``.
 
     Auto mode: class maps at the model's input resolution (the label resized by nearest neighbour, the
     pixel spacing scaled to match) scored per image or per restacked volume (``mode``) with Dice, IoU,
     HD95 and NSD at ``tolerance`` (mm, or pixels for data sets that record no spacing). Prompted modes
     (box / point fine-tuning): Dice per simulated object, ``metrics.json`` only. ``overlays`` > 0 writes
-    the best, median and worst units' pictures.
+    the best, median and worst units' pictures. ``class_maps(host_batch) -> (B, S, S)`` replaces the model's
+    class maps by host-made ones of this process's rows (the automatic mask generator, ``amg_eval``).
     """
-    import os
-
     from samjax.segmentation_scores import SegmentationScores, summarize
     from samjax.train import eval_report
 
-    if cfg.train.mode != "auto":
+    if cfg.train.mode != "auto" and class_maps is None:
         return _write_prompted(cfg, trainable, params, frozen, mesh, class_names, out_dir, split, log)
     num_classes = len(class_names)
     source = eval_source(cfg, split)
     scores = SegmentationScores(class_names, per=mode, tolerance=tolerance, slice_spacing=source.slice_spacing)
-    predict = _predict_fn(trainable, num_classes, predictions)
+    predict = _predict_fn(trainable, num_classes, predictions) if class_maps is None else None
     pictures, picture_area = {}, {}
     units = set()
     for batch, device in eval_batches(cfg, mesh, NUMERIC_KEYS, split, max_examples=0):
-        _, pred = predict(params, frozen, device)
-        pred, label = gather_rows(pred), gather_rows(device["label"])
+        pred = gather_rows(predict(params, frozen, device)[1]) if predict else _gather_host(class_maps(batch))
+        label = gather_rows(device["label"])
         weight = gather_rows(device["weight"]) > 0
         image = gather_rows(device["image"]) if overlays else None
         host = {k: _gather_host(batch[k]) for k in ("input_size", "original_size", "spacing", "slice")}
@@ -166,7 +165,7 @@ def write_evaluation(cfg, trainable, params, frozen, mesh, class_names, out_dir:
     rows = scores.rows()
     summary = summarize(rows, class_names)
     spacing_known = "spacing" in (source.records[0] if len(source.records) else {})
-    meta = {"title": f"{cfg.data.name}", "split": split, "data": cfg.data.get("eval_name", "") or cfg.data.name,
+    meta = {"title": title or f"{cfg.data.name}", "split": split, "data": cfg.data.get("eval_name", "") or cfg.data.name,
             "per": scores.per, "units": len(units), "num_images": int(sum(1 for r in rows if r["class"] == class_names[1])
                                                                        if scores.per == "image" else 0),
             "distance_units": "mm" if spacing_known else "pixels", "nsd_tolerance": tolerance,

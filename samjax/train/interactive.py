@@ -20,29 +20,23 @@ prompt encoder and mask decoder ``1 + R`` times on it, as the SAM paper's traini
 Clicks are sampled on the low-resolution mask grid (the decoder's output, ``S/4`` for SAM's 16-px
 patches) and placed at the centre of their cell in input pixels.
 
-Validation follows interactive-segmentation papers: the first click at an interior point, each next
-click at the centre of the largest error (the error pixel farthest from the error region's border,
-``mode="center"``), no randomness; Dice (per object, at low resolution, in the object's class) after
-1..``eval_clicks`` clicks, and for the box alone. ``val_dice`` (which picks the best checkpoint) is the
-mean of the Dice-vs-clicks curve.
+Validation and evaluation follow interactive-segmentation benchmarks (``samjax.train.click_eval``, shared
+with every prompted model): the box alone, then 1..``eval_clicks`` clicks, each in the middle of the largest
+error; ``val_dice`` (which picks the best checkpoint) is the mean of the Dice-vs-clicks curve.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from samjax import metrics
 from samjax.data.prompts import SimulatePrompts, next_click
 from samjax.errors import ConfigError
 from samjax.modeling.prompt_encoder import NOT_A_POINT_LABEL, PADDING_LABEL
 from samjax.train import losses, strategy, supervised
-from samjax.train.objective import Objective, TrainData, eval_batches, gather_rows, jit_once
+from samjax.train.objective import Objective, TrainData
 
 PROMPT_KEYS = ("image", "valid", "boxes", "points", "object_valid", "object_masks", "object_class")
 
@@ -93,7 +87,8 @@ def interact(model, emb, prompts, multimask, targets, valid, key, clicks, scale:
       emb: ``(N, h, w, C)`` image embedding of each object's image.
       prompts: :func:`first_prompts`'s output.
       multimask: ``(N,)`` bool: round 0 returns the best of tokens 1-3 (by predicted IoU) for these.
-      targets, valid: ``(N, L, L)`` bool target masks and real (non-padding) pixels.
+      targets, valid: ``(N, L, L)`` bool target masks and real (non-padding) pixels, or ``(N, S, S)`` at the
+        input resolution (the logits are then upsampled to find the next click; ``scale`` = 1).
       clicks: ``(R,)`` bool schedule; ``scale``: input pixels per low-res cell; ``mode``: ``next_click``'s.
 
     Returns:
@@ -109,7 +104,7 @@ def interact(model, emb, prompts, multimask, targets, valid, key, clicks, scale:
     def round_(carry, xs):
         coords, labels, prev, slot = carry
         add, k = xs
-        point, label = next_click(k, prev > 0, targets, valid, scale=scale, mode=mode)
+        point, label = next_click(k, upsample(prev, targets.shape[-1]) > 0, targets, valid, scale=scale, mode=mode)
         put = add & (slots == slot)[None, :]
         coords = jnp.where(put[..., None], point[:, None], coords)
         labels = jnp.where(put, jnp.where(label < 0, PADDING_LABEL, label)[:, None], labels)
@@ -121,6 +116,13 @@ def interact(model, emb, prompts, multimask, targets, valid, key, clicks, scale:
     init = (coords, labels, jax.lax.stop_gradient(prev), jnp.int32(1))
     (coords, labels, _, _), (masks, ious) = jax.lax.scan(round_, init, (clicks, keys))
     return masks0, iou0, masks, ious, (coords, labels)
+
+
+def upsample(logits: jax.Array, size: int) -> jax.Array:
+    """Low-res logits ``(..., L, L)`` -> ``(..., size, size)``, bilinear (SAM's postprocessing); unchanged at ``L``."""
+    if logits.shape[-1] == size:
+        return logits
+    return jax.image.resize(logits, logits.shape[:-2] + (size, size), method="bilinear")
 
 
 def _per_object(batch: dict, size: int):
@@ -166,37 +168,6 @@ def interactive_loss(model, batch: dict, key, cfg, dtype=jnp.float32):
     return total, terms
 
 
-def _stats(pred, target, valid, onehot):
-    """Per-object Dice counts in the object's class column: three ``(N, C)`` arrays."""
-    pred, target = pred & valid, target & valid
-    counts = ((pred & target).sum((-1, -2)), pred.sum((-1, -2)), target.sum((-1, -2)))
-    return tuple(c[:, None] * onehot for c in counts)
-
-
-def click_predictions(model, batch: dict, num_clicks: int, dtype=jnp.float32):
-    """The evaluation protocol (module docstring) on one batch of objects.
-
-    Returns the box's mask ``(N, L, L)``, the best mask after 1..``num_clicks`` clicks
-    ``(num_clicks, N, L, L)`` (bool), the clicks ``(N, P, 2)`` and their labels ``(N, P)``.
-    """
-    b, k = batch["object_valid"].shape
-    emb = jnp.repeat(supervised.encode(model, batch["image"], batch["valid"], None, dtype), k, axis=0)
-    size = batch["object_masks"].shape[-1]
-    targets, valid = _per_object(batch, size)
-    n = b * k
-    point_prompts = first_prompts(batch, jnp.zeros((n,), bool), num_clicks)
-    scale = batch["image"].shape[1] / size
-    masks0, iou0, masks, _, (coords, labels) = interact(
-        model, emb, point_prompts, jnp.ones((n,), bool), targets, valid, jax.random.key(0),
-        jnp.ones((num_clicks - 1,), bool), scale, "center", dtype)
-    best = 1 + jnp.argmax(iou0[:, 1:], axis=-1)
-    first = jnp.take_along_axis(masks0, best[:, None, None, None], axis=1)[:, 0]
-    by_clicks = jnp.concatenate([first[None], masks], axis=0) > 0
-    box_prompts = first_prompts(batch, jnp.ones((n,), bool), 1)
-    box = decode(model, emb, *box_prompts, None, dtype)[0][:, 0] > 0
-    return box, by_clicks, coords, labels
-
-
 class InteractiveTraining(Objective):
     """``objective = "interactive"`` (see the module docstring)."""
 
@@ -232,74 +203,21 @@ class InteractiveTraining(Objective):
     def loss(self, model, batch, key, cfg, dtype):
         return interactive_loss(model, batch, key, cfg, dtype)
 
-    def _predict(self, trainable, num_clicks: int, num_classes: int):
-        def make():
-            def predict(params, frozen, batch):
-                model = trainable.model(params, frozen)
-                box, by_clicks, coords, labels = click_predictions(model, batch, num_clicks, trainable.dtype)
-                size = by_clicks.shape[-1]
-                targets, valid = _per_object(batch, size)
-                keep = (batch["object_valid"] & (batch["weight"][:, None] > 0)).reshape(-1)
-                onehot = jax.nn.one_hot(batch["object_class"].reshape(-1), num_classes, dtype=jnp.int32)
-                onehot = onehot * keep[:, None]
-                stats = [_stats(m, targets, valid, onehot) for m in [box, *by_clicks]]
-                return stats, by_clicks, coords, labels
-            return predict
-
-        return jit_once(trainable, f"clicks{num_clicks}x{num_classes}", make)
-
-    def _scores(self, cfg, trainable, params, frozen, mesh, num_classes, split=None, max_examples=None, on_batch=None):
-        clicks = int(cfg.interactive.eval_clicks)
-        predict = self._predict(trainable, clicks, num_classes)
-        accs = [metrics.DiceAccumulator(num_classes) for _ in range(clicks + 1)]
-        prompts = _simulate(cfg, num_classes)
-        for host, device in eval_batches(cfg, mesh, PROMPT_KEYS, split, max_examples, prompts=prompts,
-                                         low_res_size=self.low_res_size(cfg)):
-            stats, by_clicks, coords, labels = predict(params, frozen, device)
-            for acc, s in zip(accs, stats):
-                acc.update_stats(*(gather_rows(x) for x in s))
-            if on_batch is not None:
-                on_batch(host, gather_rows(by_clicks.transpose(1, 0, 2, 3)), gather_rows(coords), gather_rows(labels))
-        names = [f"class_{c}" for c in range(num_classes)]
-        results = [acc.result(names) for acc in accs]
-        curve = [r["mean_dice"] for r in results[1:]]
-        scalars = {"val_dice": float(np.nanmean(curve)), "val_dice_box": results[0]["mean_dice"]}
-        scalars.update({f"val_dice_{c}click": d for c, d in enumerate(curve, start=1)})
-        return scalars, results
-
     def validate(self, cfg, trainable, params, frozen, mesh, data, split=None) -> dict:
-        scalars, _ = self._scores(cfg, trainable, params, frozen, mesh, data.num_classes, split)
-        return {"scalars": scalars, "best": scalars["val_dice"]}
+        from samjax.train import click_eval
 
-    def evaluate(self, cfg, trainable, params, frozen, mesh, data, out_dir, split, log=print, **options) -> dict:
-        from samjax.overlay import save_png
+        scores = click_eval.run_clicks(cfg, trainable, params, frozen, mesh, _class_names(data),
+                                       int(cfg.interactive.eval_clicks), split)
+        values = click_eval.scalars(scores.summary())
+        return {"scalars": values, "best": values["val_dice"]}
 
-        pictures = []
+    def evaluate(self, cfg, trainable, params, frozen, mesh, data, out_dir, split, log=print, clicks=None,
+                 **options) -> dict:
+        from samjax.train import click_eval
 
-        def keep_picture(host, by_clicks, coords, labels):
-            if len(pictures) < 4:
-                pictures.extend(_click_rows(host, by_clicks, coords, labels, 4 - len(pictures)))
-
-        names = list(data.class_names) or [f"class_{c}" for c in range(data.num_classes)]
-        scalars, results = self._scores(cfg, trainable, params, frozen, mesh, data.num_classes, split, 0,
-                                        on_batch=keep_picture)
-        named = lambda r: {n: r["per_class"].get(f"class_{i}") for i, n in enumerate(names) if i}  # noqa: E731
-        out = {"split": split, "data": cfg.data.name, "protocol": "first click inside the object, then the "
-               "centre of the largest error; Dice per object at low resolution", **{k[4:]: v for k, v in scalars.items()},
-               "dice_vs_clicks": [r["mean_dice"] for r in results[1:]],
-               "per_class_box": named(results[0]), "per_class_by_clicks": [named(r) for r in results[1:]],
-               "objects": results[0]["num_images"]}
-        if jax.process_index() == 0:
-            os.makedirs(out_dir, exist_ok=True)
-            if pictures:
-                save_png(_stack_rows(pictures), os.path.join(out_dir, "clicks.png"))
-                out["picture"] = "clicks.png"
-            with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-                json.dump(out, f, indent=2, default=lambda v: None)
-        n = len(out["dice_vs_clicks"])
-        log(f"{split}: Dice with a box {out['dice_box']:.4f}, 1 click {out['dice_1click']:.4f}, "
-            f"{n} clicks {out[f'dice_{n}click']:.4f}; wrote {out_dir}/metrics.json and clicks.png")
-        return {**out, "scalars": scalars}
+        result = click_eval.evaluate_clicks(cfg, trainable, params, frozen, mesh, _class_names(data), out_dir, split,
+                                            int(clicks or cfg.interactive.eval_clicks), log=log)
+        return {**result, "scalars": click_eval.scalars(result)}
 
     def summary(self, result: dict) -> str:
         s = result["scalars"]
@@ -307,42 +225,11 @@ class InteractiveTraining(Objective):
         return f"Dice box {s['val_dice_box']:.4f}, 1 click {s['val_dice_1click']:.4f}, {n} clicks {s[f'val_dice_{n}click']:.4f}"
 
 
+def _class_names(data) -> tuple[str, ...]:
+    return tuple(data.class_names) or tuple(f"class_{c}" for c in range(data.num_classes))
+
+
 def _simulate(cfg, num_classes: int) -> SimulatePrompts:
     """The objects and first prompts of training and validation examples (K objects, one point each)."""
     return SimulatePrompts(num_objects=int(cfg.train.num_objects), num_points=1, num_classes=num_classes or None,
                            objects=str(cfg.interactive.get("objects", "class")))
-
-
-def _click_rows(host: dict, by_clicks: np.ndarray, coords: np.ndarray, labels: np.ndarray, limit: int) -> list:
-    """Pictures of objects: image | target | mask after 1 click | mask after the last click (clicks drawn)."""
-    from samjax.overlay import draw_prompts, overlay_masks
-
-    rows = []
-    k = host["object_valid"].shape[1]
-    for n in range(by_clicks.shape[0]):
-        i, j = divmod(n, k)
-        if len(rows) >= limit or not host["object_valid"][i, j] or host["weight"][i] == 0:
-            continue
-        h, w = host["input_size"][i]
-        image = host["image"][i, :h, :w]
-        up = lambda m: _upsample(m, host["image"].shape[1])[:h, :w]  # noqa: E731
-        target = overlay_masks(image, up(host["object_masks"][i, j])[None])
-        real = labels[n] >= 0
-        first = draw_prompts(overlay_masks(image, up(by_clicks[n, 0])[None]), coords[n, :1][real[:1]],
-                             labels[n, :1][real[:1]])
-        last = draw_prompts(overlay_masks(image, up(by_clicks[n, -1])[None]), coords[n][real], labels[n][real])
-        gap = np.full((h, 4, 3), 255, np.uint8)
-        rows.append(np.concatenate([image, gap, target, gap, first, gap, last], axis=1))
-    return rows
-
-
-def _upsample(mask: np.ndarray, size: int) -> np.ndarray:
-    """A low-res ``(L, L)`` mask -> ``(size, size)`` by repeating each cell."""
-    f = size // mask.shape[-1]
-    return np.repeat(np.repeat(np.asarray(mask, bool), f, 0), f, 1)
-
-
-def _stack_rows(rows: list) -> np.ndarray:
-    width = max(r.shape[1] for r in rows)
-    padded = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-    return np.concatenate(padded, axis=0)

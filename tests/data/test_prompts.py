@@ -347,3 +347,14 @@ def test_next_click_center_mode_picks_the_deepest_error_pixel():
     np.testing.assert_array_equal(points[0], [6.5, 5.5])
     with pytest.raises(ValueError, match="mode"):
         next_click(jax.random.key(0), pred, gt, mode="edge")
+
+
+def test_next_click_center_mode_keeps_touching_misses_and_false_alarms_apart():
+    gt = np.zeros((16, 16), bool)
+    pred = np.zeros_like(gt)
+    gt[1:5] = True  # a 4-row missed strip ...
+    pred[5:9] = True  # ... touching a 4-row false alarm: together 8 rows deep, apart 2 each
+    gt[10:15, 5:10] = True  # a 5x5 missed block, 3 deep: the largest error once the strips are apart
+    points, labels = next_click(jax.random.key(0), pred, gt, mode="center")
+    assert int(labels) == 1
+    np.testing.assert_array_equal(points, [7.5, 12.5])

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -75,11 +76,25 @@ def test_interactive_training_raises_click_dice_and_chains(data_dir, tmp_path):
     one, five = _validation(workdir, "val_dice_1click"), _validation(workdir, "val_dice_5click")
     assert one[steps] > one[0] + 0.05 and five[steps] > five[0] + 0.05, (one, five)
     metrics = json.load(open(workdir / "eval" / "metrics.json"))
-    assert len(metrics["dice_vs_clicks"]) == 5 and metrics["objects"] > 50
-    assert (workdir / "eval" / "clicks.png").is_file()
+    assert len(metrics["dice_vs_clicks"]) == 5 and metrics["objects"] > 50 and 1 <= metrics["noc85"] <= 5
+    for name in ("clicks.png", "dice_vs_clicks.png", "dice_vs_clicks.csv"):
+        assert (workdir / "eval" / name).is_file()
     wide = [f"--config.model.overrides.{k}={v}" for k, v in
             dict(prompt_embed_dim=64, decoder_mlp_dim=128, iou_head_hidden_dim=64, mask_in_chans=8).items()]
     _encoder_loaded(workdir, data_dir, tmp_path, *wide)  # the tiny interactive config's wider decoder
+
+    # The pretrained SAM as loaded, zero-shot: eval.py without a run gives the run's own click curve, and
+    # scores the automatic mask generator.
+    out = tmp_path / "zero_shot"
+    result = run([sys.executable, os.path.join(ROOT, "eval.py"), "--config", os.path.join(ROOT, "configs", "tiny.py"),
+                  f"--config.init_checkpoint={workdir}", "--config.train.mode=box", f"--config.data.data_dir={data_dir}",
+                  *wide, "--output", str(out), "--clicks", "5", "--amg", "--amg_points_per_side", "4"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    zero_shot = json.load(open(out / "clicks" / "metrics.json"))
+    np.testing.assert_allclose(zero_shot["dice_vs_clicks"], metrics["dice_vs_clicks"], rtol=1e-5)
+    assert zero_shot["noc90"] == pytest.approx(metrics["noc90"])
+    amg = json.load(open(out / "amg" / "metrics.json"))
+    assert amg["units"] == 50 and set(amg["per_class"]) == {"body", "liver", "kidney", "bone", "lesion"}
 
 
 def _free_port() -> int:

@@ -114,5 +114,12 @@ def test_eval_reproduces_the_final_evaluation(straight_run, tmp_path):
     other = json.load(open(straight_run / "eval_validation" / "metrics.json"))
     assert other["split"] == "validation" and other["per"] == "volume" and other["overlays"] == []
 
+    result = _eval(straight_run, "--clicks", "3")  # the click protocol needs SAM's own mask tokens
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].startswith("error: --clicks needs SAM's")
+    result = run([sys.executable, os.path.join(ROOT, "eval.py")])
+    assert result.returncode == 1 and result.stderr.strip() == (
+        "error: give --workdir RUN (a training run), or a model as loaded: --config configs/<file>.py "
+        "--config.init_checkpoint=<converted SAM> --output DIR")
+
     with pytest.raises(CheckpointError, match="no checkpoint of step 3; it has steps"):
         latest_model_params(straight_run, "3")  # eval.py prints it as one line (test_config_check: its form)
