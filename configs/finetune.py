@@ -48,6 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.image_size = 1024
     c.data.global_batch = 8
     c.data.few_shot = 0  # N training images/volumes (0: all)
+    c.data.classes = ""  # keep only these foreground classes, e.g. "bone,lesion" (the others: background); "": all
     c.data.workers = 0
     c.data.augment = ml_collections.ConfigDict({"flip": 0.5, "affine": 0.5, "intensity": 0.5, "elastic": 0.0})
     c.data.eval_batch = 8

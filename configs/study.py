@@ -1,6 +1,6 @@
 """The study as a grid of train/eval runs: which training strategy wins under which data budget.
 
-    python -m samjax.study --config configs/study.py --workdir runs/study               # SAM grid on phantoms
+    python -m samjax.study --config configs/study.py --workdir runs/study               # the study in miniature
     python -m samjax.study --config configs/study.py:tiny --workdir /tmp/study          # seconds per run (tests)
     python -m samjax.study --config configs/study.py:full --workdir /scratch/study \
         --set data.name=liver --set init_checkpoint=ckpt/sam_vit_b --only 'setup1/vit_b*'  # one slice of the real study
@@ -10,15 +10,16 @@ this folder with its argument, ``set`` the overrides of that run (``--config.<ke
 the name of a run whose workdir becomes this run's ``init_checkpoint`` (pretraining, setups 2 and 3), and
 ``few_shot`` (optional) the data budgets of this entry; ``few_shot``: training images per run, 0 = all;
 ``seeds``: every few-shot run is repeated with each seed (full-data runs use the first); ``set``: overrides
-for every run (a run's own ``set`` wins).
+for every run (a run's own ``set`` wins); ``few_shot_set``: overrides for few-shot runs (fewer steps).
+
+The default grid recreates the study in miniature on the phantoms, with the quick start's small SAM as
+the stand-in foundation model: setup 2 pretrains it interactively on body, liver and kidney, setup 3 with
+MAE on unlabeled slices; every setup (1: from random weights) is then fine-tuned on the held-out structures,
+bone and lesions (``data.classes``), decoder-only and encoder + decoder, vanilla, LoRA and adapters, on all
+training slices and on 5, against a UNet of the same size trained from scratch.
 """
 
 import ml_collections
-
-SETUP1 = [("vit_b", "decoder", "none"), ("vit_b", "decoder", "lora"), ("vit_b", "decoder", "adapter"),
-          ("vit_b", "encoder_decoder", "none"), ("vit_b", "encoder_decoder", "lora"),
-          ("vit_b", "encoder_decoder", "adapter")]
-
 
 def _finetune(name, encoder, scope, peft, after=""):
     return dict(name=name, config=f"finetune.py:{encoder},{scope},{peft}", set={}, after=after)
@@ -48,9 +49,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         return c
     if arg not in (None, ""):
         raise ValueError(f"configs/study.py takes no argument, 'tiny' or 'full', got {arg!r}")
-    # In miniature on the phantoms: the quick start's SAM from random weights (setup 1) in every scope x PEFT,
-    # against the UNet of the same size; each run is the quick start's length (~5 min on 2 CPU cores).
-    c.runs = [dict(name=f"setup1/quickstart-{s}-{p}", config="quickstart.py", after="",
-                   set={"train.scope": s, "train.peft": p}) for _, s, p in SETUP1]
-    c.runs.append(dict(name="unet", config="unet.py:quickstart", set={}, after=""))
+    return _miniature(c)
+
+
+PRETRAIN_CLASSES = "body,liver,kidney"
+TASK_CLASSES = "bone,lesion"
+SCOPES = ("decoder", "encoder_decoder")
+PEFTS = ("none", "lora", "adapter")
+
+
+def _miniature(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """About 40 runs of one to five minutes each on 2 CPU cores (sized to finish in about an hour)."""
+    c.seeds = (0,)
+    c.set = ml_collections.ConfigDict({"final_eval_split": "test", "total_steps": 300, "eval_every_steps": 0,
+                                       "checkpoint_every_steps": 100})
+    c.few_shot_set = ml_collections.ConfigDict({"total_steps": 150})
+    task = {"data.classes": TASK_CLASSES}
+    c.runs = [
+        dict(name="setup2/interactive", config="interactive.py", after="", few_shot=(0,),
+             set={"data.classes": PRETRAIN_CLASSES, "total_steps": 600}),
+        dict(name="setup3/mae", config="mae.py", after="", few_shot=(0,), set={"total_steps": 600}),
+    ]
+    for setup, after in (("setup1", ""), ("setup2", "setup2/interactive"), ("setup3", "setup3/mae")):
+        c.runs += [dict(name=f"{setup}/{s}-{p}", config="quickstart.py", after=after,
+                        set={**task, "train.scope": s, "train.peft": p}) for s in SCOPES for p in PEFTS]
+    c.runs.append(dict(name="unet", config="unet.py:quickstart", set=dict(task), after=""))
     return c

@@ -87,7 +87,8 @@ def expand(cfg, extra: dict | None = None) -> list[Run]:
                 if name in names:
                     raise StudyError(f"two runs of the study are named {name!r}")
                 names.add(name)
-                overrides = {**dict(cfg.get("set", {})), **dict(entry.get("set", {})), **dict(extra or {})}
+                shorter = dict(cfg.get("few_shot_set", {})) if shots else {}
+                overrides = {**dict(cfg.get("set", {})), **shorter, **dict(entry.get("set", {})), **dict(extra or {})}
                 overrides.update({"data.few_shot": int(shots), "seed": int(seed)})
                 runs.append(Run(name, entry["name"], int(shots), int(seed), entry["config"],
                                 tuple(sorted(overrides.items())), entry.get("after", "")))

@@ -41,12 +41,13 @@ class Source:
     slice_spacing: dict = dataclasses.field(default_factory=dict)
 
 
-def open_source(name: str, split: str, data_dir: str = DEFAULT_DATA_DIR) -> Source:
+def open_source(name: str, split: str, data_dir: str = DEFAULT_DATA_DIR, classes: Sequence[str] = ()) -> Source:
     """Opens ``split`` of a built data set.
 
     ``name``: ``phantoms`` or ``phantoms/<config>`` (built on first use: the embedded default data),
     ``NAME`` or ``medical_slices/NAME`` (built by ``python -m samjax.data.build`` into ``data_dir``),
-    or the path of a built data set folder.
+    or the path of a built data set folder. ``classes``: keep only these foreground classes (numbered
+    1.. in this order); the others become background (:func:`select_classes`).
     """
     data_dir = os.path.expanduser(data_dir)
     if name == PHANTOMS or name.startswith(PHANTOMS + "/"):
@@ -60,8 +61,41 @@ def open_source(name: str, split: str, data_dir: str = DEFAULT_DATA_DIR) -> Sour
     records = builder.as_data_source(split=split)
     class_names = tuple(builder.info.metadata.get("class_names", ()))
     counts = (builder.info.metadata.get("counts") or {}).get(split) or {}
-    return Source(records, class_names, _case_ids(builder, split, len(records)), name, split,
-                  dict(counts.get("slice_spacing") or {}))
+    source = Source(records, class_names, _case_ids(builder, split, len(records)), name, split,
+                    dict(counts.get("slice_spacing") or {}))
+    return select_classes(source, classes) if classes else source
+
+
+class _Relabel:
+    """Random-access records whose ``label`` goes through a lookup table."""
+
+    def __init__(self, records, table: np.ndarray):
+        self._records, self._table = records, table
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, index):
+        record = dict(self._records[index])
+        if "label" in record:
+            record["label"] = self._table[np.asarray(record["label"])]
+        return record
+
+
+def select_classes(source: Source, classes: Sequence[str]) -> Source:
+    """``source`` with only ``classes`` as foreground, renumbered 1.. in the given order; every other
+    class becomes background (the study's held-out structures: pretrain on some, fine-tune on others)."""
+    from samjax.errors import DataError
+
+    missing = [c for c in classes if c not in source.class_names[1:]]
+    if missing or len(set(classes)) != len(classes):
+        raise DataError(f"data.classes={','.join(classes)}: {source.name} has the classes "
+                         f"{','.join(source.class_names[1:])}; name each at most once")
+    table = np.zeros(max(256, len(source.class_names)), np.uint8)
+    for new, name in enumerate(classes, start=1):
+        table[source.class_names.index(name)] = new
+    names = (source.class_names[0], *classes)
+    return dataclasses.replace(source, records=_Relabel(source.records, table), class_names=names)
 
 
 class _Head:

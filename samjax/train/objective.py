@@ -76,7 +76,8 @@ class Objective:
         """The training sources of ``cfg.data`` (several names mixed with ``data.weights``)."""
         from samjax.errors import DataError
 
-        sources = tuple(pipeline.open_source(n, cfg.data.train_split, cfg.data.data_dir) for n in data_names(cfg))
+        sources = tuple(pipeline.open_source(n, cfg.data.train_split, cfg.data.data_dir, data_classes(cfg))
+                        for n in data_names(cfg))
         if self.labeled:
             for s in sources:
                 if len(s.records) and "label" not in s.records[0]:
@@ -168,16 +169,21 @@ def gather_rows(x) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def data_classes(cfg) -> tuple[str, ...]:
+    """``data.classes``: the foreground classes kept (comma-separated names; empty: all)."""
+    return tuple(c.strip() for c in str(cfg.data.get("classes", "") or "").split(",") if c.strip())
+
+
 @functools.lru_cache(maxsize=8)
-def _open_source(name: str, split: str, data_dir: str) -> pipeline.Source:
-    return pipeline.open_source(name, split, data_dir)
+def _open_source(name: str, split: str, data_dir: str, classes: tuple[str, ...] = ()) -> pipeline.Source:
+    return pipeline.open_source(name, split, data_dir, classes)
 
 
 def eval_source(cfg, split: str | None = None) -> pipeline.Source:
     """The evaluation split (default ``data.eval_split``) of ``data.eval_name`` (default: the first training
     set), opened once per process: every validation of a run reuses it."""
     name = cfg.data.get("eval_name", "") or data_names(cfg)[0]
-    return _open_source(name, split or cfg.data.eval_split, os.path.expanduser(cfg.data.data_dir))
+    return _open_source(name, split or cfg.data.eval_split, os.path.expanduser(cfg.data.data_dir), data_classes(cfg))
 
 
 def eval_batches(cfg, mesh, keys: Sequence[str], split: str | None = None, max_examples: int | None = None,

@@ -171,3 +171,17 @@ def test_unlabeled_data_refuses_supervised_use(phantoms_dir):
 def test_missing_data_set_says_how_to_build_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m samjax.data.build"):
         pipeline.open_source("my_ct", "train", str(tmp_path))
+
+
+def test_class_subset_renumbers_kept_classes_and_drops_the_rest(train_source, phantoms_dir):
+    from samjax.errors import DataError
+
+    assert train_source.class_names == ("background", "body", "liver", "kidney", "bone", "lesion")
+    kept = pipeline.open_source("phantoms/labeled_64", "train", phantoms_dir, classes=("lesion", "bone"))
+    assert kept.class_names == ("background", "lesion", "bone") and len(kept.records) == len(train_source.records)
+    for i in range(5):
+        full, sub = np.asarray(train_source.records[i]["label"]), np.asarray(kept.records[i]["label"])
+        np.testing.assert_array_equal(sub, np.select([full == 5, full == 4], [1, 2], 0))
+        np.testing.assert_array_equal(kept.records[i]["image"], train_source.records[i]["image"])
+    with pytest.raises(DataError, match="data.classes=bone,spleen: phantoms/labeled_64 has the classes body,liver"):
+        pipeline.select_classes(train_source, ("bone", "spleen"))
