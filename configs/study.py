@@ -5,10 +5,11 @@
     python -m samjax.study --config configs/study.py:full --workdir /scratch/study \
         --set data.name=liver --set init_checkpoint=ckpt/sam_vit_b --only 'setup1/vit_b*'  # one slice of the real study
 
-Fields: ``runs``, a list of entries ``{name, config, set, after, few_shot}``: ``config`` is a config file of
-this folder with its argument, ``set`` the overrides of that run (``--config.<key>=<value>``), ``after``
-the name of a run whose workdir becomes this run's ``init_checkpoint`` (pretraining, setups 2 and 3), and
-``few_shot`` (optional) the data budgets of this entry; ``few_shot``: training images per run, 0 = all;
+Fields: ``runs``, a list of entries ``{name, config, set, after, few_shot, evaluate}``: ``config`` is a config
+file of this folder with its argument, ``set`` the overrides of that run (``--config.<key>=<value>``), ``after``
+the name of a run whose workdir becomes this run's ``init_checkpoint`` (pretraining, setups 2 and 3),
+``few_shot`` (optional) the data budgets of this entry, and ``evaluate`` (optional) ``eval.py`` flags: the
+entry is a zero-shot baseline, its model evaluated as loaded, without training; ``few_shot``: training images per run, 0 = all;
 ``seeds``: every few-shot run is repeated with each seed (full-data runs use the first); ``set``: overrides
 for every run (a run's own ``set`` wins); ``few_shot_set``: overrides for few-shot runs (fewer steps).
 
@@ -20,6 +21,9 @@ training slices and on 5, against a UNet of the same size trained from scratch.
 """
 
 import ml_collections
+
+ENCODERS = ("vit_t", "vit_b", "vit_h")
+
 
 def _finetune(name, encoder, scope, peft, after=""):
     return dict(name=name, config=f"finetune.py:{encoder},{scope},{peft}", set={}, after=after)
@@ -43,9 +47,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         ]
         return c
     if arg == "full":  # the study at real size: ViT-T, B and H, from Meta's / MobileSAM's weights (set init_checkpoint)
-        c.runs = [_finetune(f"setup1/{e}-{s}-{p}", e, s, p) for e in ("vit_t", "vit_b", "vit_h")
+        c.runs = [_finetune(f"setup1/{e}-{s}-{p}", e, s, p) for e in ENCODERS
                   for s in ("decoder", "encoder_decoder") for p in ("none", "adapter", "lora")]
         c.runs.append(dict(name="unet", config="unet.py", set={}, after=""))
+        c.runs += [dict(name=f"zero-shot/{e}", config=f"finetune.py:{e},decoder,none", set={"train.mode": "box"},
+                        after="", few_shot=(0,), evaluate=("--clicks", "20", "--amg")) for e in ENCODERS]
         return c
     if arg not in (None, ""):
         raise ValueError(f"configs/study.py takes no argument, 'tiny' or 'full', got {arg!r}")
@@ -59,7 +65,8 @@ PEFTS = ("none", "lora", "adapter")
 
 
 def _miniature(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """About 40 runs of one to five minutes each on 2 CPU cores (sized to finish in about an hour)."""
+    """About 40 runs of one to five minutes each on 2 CPU cores (sized to finish in about an hour); the
+    interactive-pretrained model is also evaluated zero-shot on the held-out structures (box, clicks)."""
     c.seeds = (0,)
     c.set = ml_collections.ConfigDict({"final_eval_split": "test", "total_steps": 300, "eval_every_steps": 0,
                                        "checkpoint_every_steps": 100})
@@ -74,4 +81,6 @@ def _miniature(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         c.runs += [dict(name=f"{setup}/{s}-{p}", config="quickstart.py", after=after,
                         set={**task, "train.scope": s, "train.peft": p}) for s in SCOPES for p in PEFTS]
     c.runs.append(dict(name="unet", config="unet.py:quickstart", set=dict(task), after=""))
+    c.runs.append(dict(name="setup2/zero-shot-box", config="quickstart.py", after="setup2/interactive", few_shot=(0,),
+                       set={**task, "train.mode": "box"}, evaluate=("--clicks", "5")))
     return c

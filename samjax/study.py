@@ -6,7 +6,8 @@ the test split, and one comparison table.
     python -m samjax.study --config configs/study.py --workdir runs/study --table    # the table of what finished
 
 Every run is a separate process, ``train.py --config <entry's config> --workdir <workdir>/<run> --config.*``,
-its output in ``<run>/train.log``. A run whose ``eval/metrics.json`` exists is finished and skipped; one
+its output in ``<run>/train.log``; an entry with ``evaluate`` (the zero-shot baselines) runs
+``eval.py`` on its config's model as loaded instead, with those flags, into ``<run>/eval``. A run whose ``eval/metrics.json`` exists is finished and skipped; one
 that was killed continues from its last checkpoint (the trainer resumes), so a study started again goes on
 where it stopped. A failed run is reported with its log and the others go on (runs that start from it are
 skipped); the exit status says whether all finished. On a cluster, give each job a slice of the grid with
@@ -52,6 +53,7 @@ class Run:
     config: str
     overrides: tuple[tuple[str, object], ...]
     after: str = ""  # the run whose workdir is this run's init_checkpoint
+    evaluate: tuple[str, ...] | None = None  # an evaluation only (zero-shot): eval.py's extra flags
 
 
 def load_study(spec: str):
@@ -90,15 +92,21 @@ def expand(cfg, extra: dict | None = None) -> list[Run]:
                 shorter = dict(cfg.get("few_shot_set", {})) if shots else {}
                 overrides = {**dict(cfg.get("set", {})), **shorter, **dict(entry.get("set", {})), **dict(extra or {})}
                 overrides.update({"data.few_shot": int(shots), "seed": int(seed)})
+                evaluate = entry.get("evaluate")
                 runs.append(Run(name, entry["name"], int(shots), int(seed), entry["config"],
-                                tuple(sorted(overrides.items())), entry.get("after", "")))
+                                tuple(sorted(overrides.items())), entry.get("after", ""),
+                                None if evaluate is None else tuple(str(a) for a in evaluate)))
     return runs
 
 
 def command(run: Run, workdir: str, config_dir: str, pretrained: str | None) -> list[str]:
     file, _, arg = run.config.partition(":")
     config = os.path.join(config_dir, file) + (f":{arg}" if arg else "")
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", config, "--workdir", run_dir(workdir, run)]
+    if run.evaluate is not None:  # a model as loaded, evaluated without training (eval.py without --workdir)
+        cmd = [sys.executable, os.path.join(ROOT, "eval.py"), "--config", config,
+               "--output", os.path.join(run_dir(workdir, run), "eval"), *run.evaluate]
+    else:
+        cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", config, "--workdir", run_dir(workdir, run)]
     cmd += [f"--config.{k}={v}" for k, v in run.overrides]
     if pretrained:
         cmd.append(f"--config.init_checkpoint={pretrained}")

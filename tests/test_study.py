@@ -41,7 +41,12 @@ def test_the_grid():
     assert dict(runs[1].overrides)["data.few_shot"] == 5 and dict(runs[1].overrides)["seed"] == 1
     assert runs[3].after == "setup3/mae" and dict(runs[3].overrides)["data.data_dir"] == "/x"
     full, _ = study.load_study(CONFIG + ":full")
-    assert len(study.expand(full)) == 19 * (1 + 3)  # 18 grid points + UNet, full data and 3 few-shot seeds
+    runs = study.expand(full)  # 18 grid points + UNet, full data and 3 few-shot seeds; 3 zero-shot evaluations
+    assert len(runs) == 19 * (1 + 3) + 3 and [r.name for r in runs if r.evaluate] == [
+        "zero-shot/vit_t", "zero-shot/vit_b", "zero-shot/vit_h"]
+    cmd = study.command(runs[-1], "/w", "/c", None)
+    assert cmd[1].endswith("eval.py") and cmd[cmd.index("--output") + 1] == "/w/zero-shot/vit_h/eval"
+    assert "--clicks" in cmd and "--config.train.mode=box" in cmd
     with pytest.raises(study.StudyError, match="names no earlier entry"):
         cfg.runs[2]["after"] = "setup2/nothing"
         study.expand(cfg)
