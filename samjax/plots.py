@@ -78,7 +78,8 @@ def box_plot(groups: Mapping[str, Sequence[float]], title: str, y_label: str, lo
 
 def line_plot(x: Sequence[float], series: Mapping[str, Sequence[float]], title: str, x_label: str, y_label: str,
               low: float = 0.0, high: float = 1.0, width: int = 640, height: int = 400) -> np.ndarray:
-    """Curves sharing the x values ``x`` (marked at each point), a legend in the top-left corner."""
+    """Curves sharing the x values ``x`` (marked at each point), a legend in the top-left corner, or the
+    bottom-left one when the curves start in the upper half."""
     ax = _Axes(width, height, low, high, title, y_label)
     x = np.asarray(x, float)
     span = (x.max() - x.min()) or 1.0
@@ -89,6 +90,8 @@ def line_plot(x: Sequence[float], series: Mapping[str, Sequence[float]], title: 
     for v in x:
         ax.label_below(px(v), f"{v:g}")
     ax.draw.text(((ax.left + ax.right) / 2 - 20, ax.bottom + 26), x_label, fill=_INK, font=ax.font)
+    head = [b for ys in series.values() for b in list(ys)[: max(1, len(x) // 3)] if b is not None and np.isfinite(b)]
+    legend_top = ax.top + 4 if not head or max(head) < (low + high) / 2 else ax.bottom - 8 - 14 * len(series)
     for i, (name, ys) in enumerate(series.items()):
         color = tuple(int(c) for c in PALETTE[i % len(PALETTE)])
         points = [(px(a), ax.y(b)) for a, b in zip(x, ys) if b is not None and np.isfinite(b)]
@@ -96,7 +99,7 @@ def line_plot(x: Sequence[float], series: Mapping[str, Sequence[float]], title: 
             ax.draw.line(points, fill=color, width=2)
         for p in points:
             ax.draw.ellipse([p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3], fill=color)
-        ax.draw.text((ax.left + 10, ax.top + 4 + 14 * i), name, fill=color, font=ax.font)
+        ax.draw.text((ax.left + 10, legend_top + 14 * i), name, fill=color, font=ax.font)
     return ax.picture()
 
 
