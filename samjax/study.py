@@ -206,6 +206,20 @@ def _cell(mean, std, digits=3) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std else "")
 
 
+def pivot_table(summary: list[dict]) -> str:
+    """Markdown: one row per strategy, one column of mean Dice (± std over seeds) per data budget."""
+    budgets = list(dict.fromkeys(s["data"] for s in summary))
+    cells: dict[str, dict[str, str]] = {}
+    for s in summary:
+        if s["dice"] is not None:
+            cells.setdefault(s["strategy"], {})[s["data"]] = _cell(s["dice"], s["dice_std"])
+    if not cells:
+        return ""
+    lines = ["| test Dice | " + " | ".join(budgets) + " |", "|---|" + "---|" * len(budgets)]
+    lines += [f"| {name} | " + " | ".join(row.get(b, "–") for b in budgets) + " |" for name, row in cells.items()]
+    return "\n".join(lines) + "\n"
+
+
 def write_table(workdir: str, runs: list[Run]) -> list[dict]:
     """``study.csv``, ``study.md`` and ``study.png`` from every finished run; returns the summary rows."""
     from samjax import plots
@@ -228,7 +242,7 @@ def write_table(workdir: str, runs: list[Run]) -> list[dict]:
     missing = len(runs) - len(rows)
     note = f"\n{missing} of {len(runs)} runs not finished.\n" if missing else ""
     with open(os.path.join(workdir, "study.md"), "w") as f:
-        f.write("\n".join(lines) + "\n" + note)
+        f.write("\n".join(lines) + "\n" + note + "\n" + pivot_table(summary))
     scored = [s for s in summary if s["dice"] is not None]  # pretraining runs (MAE) have no Dice
     if scored:
         picture = plots.bar_plot([f"{s['strategy']} ({s['data']})" for s in scored], [s["dice"] for s in scored],

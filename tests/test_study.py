@@ -81,3 +81,13 @@ def test_study_runs_resumes_and_tabulates(tmp_path, data_dir):
 
     bad = _study(workdir, "--only", "setup9/*", data_dir=data_dir)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --only setup9/* matches no run")
+
+
+def test_pivot_table_puts_budgets_side_by_side():
+    summary = [{"strategy": "setup1/a", "data": "full", "dice": 0.5, "dice_std": None},
+               {"strategy": "setup1/a", "data": "5-shot", "dice": 0.25, "dice_std": 0.125},
+               {"strategy": "mae", "data": "full", "dice": None, "dice_std": None},
+               {"strategy": "unet", "data": "5-shot", "dice": 0.3, "dice_std": 0.0}]
+    assert study.pivot_table(summary).splitlines() == [
+        "| test Dice | full | 5-shot |", "|---|---|---|", "| setup1/a | 0.500 | 0.250 ± 0.125 |",
+        "| unet | – | 0.300 |"]
