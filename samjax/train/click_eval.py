@@ -63,12 +63,12 @@ def click_protocol(model, batch: dict, num_clicks: int, dtype=jnp.float32) -> di
     logits = jnp.concatenate([box[None], first[None], masks], axis=0)
 
     def counts(low_res):
-        pred = (interactive.upsample(low_res, s) > 0) & valid
+        pred = (supervised.upsample(low_res, s) > 0) & valid
         return (pred & truth).sum((-1, -2)), pred.sum((-1, -2))
 
     inter, pred_sum = jax.lax.map(counts, logits)
     return {"intersection": inter.T, "pred_sum": pred_sum.T, "target_sum": truth.sum((-1, -2)),
-            "first_last": interactive.upsample(jnp.stack([first, logits[-1]], axis=1), s) > 0,
+            "first_last": supervised.upsample(jnp.stack([first, logits[-1]], axis=1), s) > 0,
             "coords": coords, "labels": labels}
 
 
@@ -134,7 +134,8 @@ def run_clicks(cfg, trainable, params, frozen, mesh, class_names: Sequence[str],
                split: str | None = None, max_examples: int | None = None, on_batch: Callable | None = None
                ) -> ClickScores:
     """The protocol over ``split`` (default ``data.eval_split``): ``ClickScores`` of every real object.
-    ``on_batch(host_batch, outputs)`` sees each batch's gathered outputs (pictures)."""
+    ``on_batch(host_batch, outputs)`` sees each batch's outputs on the device (pictures gather what they
+    show, so masks come back to the host only while pictures are wanted)."""
     if num_clicks < 1:
         raise ValueError(f"num_clicks={num_clicks} must be >= 1")
     prompts = _prompts(cfg, len(class_names))
@@ -148,11 +149,12 @@ def run_clicks(cfg, trainable, params, frozen, mesh, class_names: Sequence[str],
     scores = ClickScores(class_names, num_clicks)
     for host, device in eval_batches(cfg, mesh, KEYS, split, max_examples, prompts=prompts,
                                      low_res_size=strategy.model_spec(cfg).low_res_size):
-        out = {k: gather_rows(v) for k, v in predict(params, frozen, device).items()}
+        out = predict(params, frozen, device)
+        counts = {k: gather_rows(out[k]) for k in ("intersection", "pred_sum", "target_sum")}
         weight = gather_rows(device["weight"]) > 0
         keep = (gather_rows(device["object_valid"]) & weight[:, None]).reshape(-1)
         classes = gather_rows(device["object_class"]).reshape(-1)
-        scores.add(classes[keep], out["intersection"][keep], out["pred_sum"][keep], out["target_sum"][keep])
+        scores.add(classes[keep], *(counts[k][keep] for k in ("intersection", "pred_sum", "target_sum")))
         if on_batch is not None:
             on_batch(host, out)
     return scores
@@ -238,7 +240,8 @@ def evaluate_clicks(cfg, trainable, params, frozen, mesh, class_names: Sequence[
 
     def keep_pictures(host, out):
         if len(kept) < pictures:
-            kept.extend(click_pictures(host, out, pictures - len(kept)))
+            shown = {k: gather_rows(out[k]) for k in ("first_last", "coords", "labels")}
+            kept.extend(click_pictures(host, shown, pictures - len(kept)))
 
     scores = run_clicks(cfg, trainable, params, frozen, mesh, class_names, num_clicks, split, max_examples=0,
                         on_batch=keep_pictures)

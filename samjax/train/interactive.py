@@ -104,7 +104,7 @@ def interact(model, emb, prompts, multimask, targets, valid, key, clicks, scale:
     def round_(carry, xs):
         coords, labels, prev, slot = carry
         add, k = xs
-        point, label = next_click(k, upsample(prev, targets.shape[-1]) > 0, targets, valid, scale=scale, mode=mode)
+        point, label = next_click(k, supervised.upsample(prev, targets.shape[-1]) > 0, targets, valid, scale=scale, mode=mode)
         put = add & (slots == slot)[None, :]
         coords = jnp.where(put[..., None], point[:, None], coords)
         labels = jnp.where(put, jnp.where(label < 0, PADDING_LABEL, label)[:, None], labels)
@@ -116,13 +116,6 @@ def interact(model, emb, prompts, multimask, targets, valid, key, clicks, scale:
     init = (coords, labels, jax.lax.stop_gradient(prev), jnp.int32(1))
     (coords, labels, _, _), (masks, ious) = jax.lax.scan(round_, init, (clicks, keys))
     return masks0, iou0, masks, ious, (coords, labels)
-
-
-def upsample(logits: jax.Array, size: int) -> jax.Array:
-    """Low-res logits ``(..., L, L)`` -> ``(..., size, size)``, bilinear (SAM's postprocessing); unchanged at ``L``."""
-    if logits.shape[-1] == size:
-        return logits
-    return jax.image.resize(logits, logits.shape[:-2] + (size, size), method="bilinear")
 
 
 def _per_object(batch: dict, size: int):

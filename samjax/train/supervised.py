@@ -33,6 +33,14 @@ def low_res(x: jax.Array, size: int) -> jax.Array:
     return x[..., step // 2::step, step // 2::step]
 
 
+def upsample(logits: jax.Array, size: int) -> jax.Array:
+    """Low-res logits ``(..., L, L)`` -> ``(..., size, size)``, bilinear (SAM's post-processing at the input
+    size); unchanged when already ``size``."""
+    if logits.shape[-1] == size:
+        return logits
+    return jax.image.resize(logits, logits.shape[:-2] + (size, size), method="bilinear")
+
+
 def auto_logits(model: Sam, batch: dict, key=None, dtype=jnp.float32) -> jax.Array:
     """Per-class low-res logits ``(B, T, S/4, S/4)`` with no prompts."""
     emb = encode(model, batch["image"], batch["valid"], key, dtype)
@@ -97,10 +105,7 @@ def loss_fn(mode: str):
 def auto_predictions(model: Sam, batch: dict, dtype=jnp.float32) -> jax.Array:
     """Class map ``(B, S, S)`` at the input resolution: low-res logits upsampled bilinearly, argmax."""
     logits = auto_logits(model, batch, None, dtype)
-    b, t, h, w = logits.shape
-    s = batch["image"].shape[1]
-    up = jax.image.resize(logits, (b, t, s, s), method="bilinear")
-    return jnp.argmax(up, axis=1).astype(jnp.int32)
+    return jnp.argmax(upsample(logits, batch["image"].shape[1]), axis=1).astype(jnp.int32)
 
 
 class Finetune(Objective):
