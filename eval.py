@@ -21,7 +21,6 @@ then 1..N clicks, each at the largest error) for any model with SAM's own mask t
 in ``OUTPUT/amg``. A bad value ends in one line naming it.
 """
 
-import json
 import os
 
 from absl import app, flags, logging
@@ -42,31 +41,6 @@ _AMG = flags.DEFINE_bool("amg", False, "also score the automatic mask generator,
 _AMG_POINTS = flags.DEFINE_integer("amg_points_per_side", 32, "the generator's grid of point prompts per side")
 
 
-def _tuples(value):
-    """JSON lists back to the tuples configs hold (``encoder_global_attn_indexes`` and the like)."""
-    if isinstance(value, dict):
-        return {k: _tuples(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    return value
-
-
-def run_config(workdir: str):
-    """The config a run saved in ``workdir/config.json``."""
-    import ml_collections
-
-    from samjax.errors import ConfigError
-
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        raise ConfigError(f"{path} does not exist: give the run's config with --config configs/<file>.py")
-    try:
-        with open(path) as f:
-            return ml_collections.ConfigDict(_tuples(json.load(f)))
-    except ValueError as e:
-        raise ConfigError(f"{path} is not a readable config ({e}); give --config configs/<file>.py") from None
-
-
 def _model_config(workdir: str | None):
     """The config of the model to evaluate: a training run's (loaded from it) or ``--config``'s as loaded."""
     from samjax.errors import ConfigError
@@ -74,6 +48,8 @@ def _model_config(workdir: str | None):
     if workdir:
         if not os.path.isdir(os.path.join(workdir, "checkpoints")):
             raise ConfigError(f"--workdir {workdir} is not a training run (no checkpoints/ folder)")
+        from samjax.train.run_info import run_config
+
         cfg = _CONFIG.value if _CONFIG.value is not None else run_config(workdir)
         cfg.init_checkpoint = workdir
         cfg.init_checkpoint_which = _CHECKPOINT.value

@@ -30,8 +30,10 @@ DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """An opened split: random-access records, class names, the case id of every record, and the slice
-    spacing (mm between slices) of the 3D cases whose build recorded it."""
+    """An opened split: random-access records, class names, the case id of every record, the slice
+    spacing (mm between slices) of the 3D cases whose build recorded it, and how the build made its
+    uint8 slices (``preprocessing``: ``axis``, ``channel``, ``ct_window``, ``percentiles``; empty for
+    data sets built as uint8 slices, such as the phantoms)."""
 
     records: Sequence
     class_names: tuple[str, ...]
@@ -39,6 +41,7 @@ class Source:
     name: str
     split: str
     slice_spacing: dict = dataclasses.field(default_factory=dict)
+    preprocessing: dict = dataclasses.field(default_factory=dict)
 
 
 def open_source(name: str, split: str, data_dir: str = DEFAULT_DATA_DIR, classes: Sequence[str] = ()) -> Source:
@@ -62,7 +65,7 @@ def open_source(name: str, split: str, data_dir: str = DEFAULT_DATA_DIR, classes
     class_names = tuple(builder.info.metadata.get("class_names", ()))
     counts = (builder.info.metadata.get("counts") or {}).get(split) or {}
     source = Source(records, class_names, _case_ids(builder, split, len(records)), name, split,
-                    dict(counts.get("slice_spacing") or {}))
+                    dict(counts.get("slice_spacing") or {}), dict(builder.info.metadata.get("preprocessing") or {}))
     return select_classes(source, classes) if classes else source
 
 

@@ -30,12 +30,14 @@ IGNORED_FILES = frozenset({"Thumbs.db", "desktop.ini", "DICOMDIR"})
 @dataclass(eq=False)
 class Volume:
     """A 3D scan: ``array`` (3 spatial axes), ``spacing`` in mm per axis, ``affine`` (4, 4)
-    from voxel indices to RAS+ mm, and the ``path`` it was read from."""
+    from voxel indices to RAS+ mm, the ``path`` it was read from, and (NIfTI) its ``header``, so a
+    label map written for it keeps its qform/sform codes and units."""
 
     array: np.ndarray
     spacing: tuple[float, ...]
     affine: np.ndarray
     path: str
+    header: object = None
 
 
 def _ext(path: str) -> str:
@@ -203,7 +205,7 @@ def read_volume(path, channel: int | None = None) -> Volume:
     if arr.ndim != 3 or arr.size == 0:
         raise DataError(f"{path}: expected a non-empty 3D volume, got shape {arr.shape}")
     spacing = tuple((zooms + (1.0,) * 3)[:3])
-    return Volume(np.ascontiguousarray(_native(arr)), spacing, affine, path)
+    return Volume(np.ascontiguousarray(_native(arr)), spacing, affine, path, img.header.copy())
 
 
 def _dicom_pixels(ds, path: str) -> np.ndarray:

@@ -27,7 +27,7 @@ from samjax import parallel
 from samjax.checkpoint import TrainCheckpoints
 from samjax.data import pipeline
 from samjax.data.augment import augmentations
-from samjax.train import config_check, writers
+from samjax.train import config_check, run_info, writers
 from samjax.train import objective as objectives
 from samjax.train.progress import ProgressBar
 from samjax.train.state import Trainable
@@ -103,6 +103,8 @@ def train(cfg, workdir: str) -> Run:
         state = trainable.init_state()
         frozen = trainable.frozen()
         ckpts.save_frozen(frozen)
+        if chief:
+            run_info.write_data_info(workdir, data)
         start = 0
     else:
         state = ckpts.restore(start, trainable.abstract_state(), stream)

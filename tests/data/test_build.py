@@ -123,6 +123,7 @@ def test_nnunet_volumes_slice_and_restack(tmp_path, capsys):
     assert "train: 3 case(s), 24 slice(s), 12 empty kept, 0 empty dropped" in capsys.readouterr().out
     src, records = _records(os.path.join(out, "medical_slices", "liver"))
     assert src.class_names == ("background", "liver", "tumour")
+    assert src.preprocessing == {"axis": 2, "channel": 0, "ct_window": [40.0, 400.0], "percentiles": None}  # for inference
     assert sorted(set(src.case_ids)) == sorted(volumes)
     for case, (hu, label) in volumes.items():
         slices = sorted((int(r["slice"]), r) for r in records if r["case"].decode() == case)

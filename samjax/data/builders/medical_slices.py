@@ -6,7 +6,8 @@ One config per data set: its name is ``NAME`` and it carries the source folder a
 the build, so the dataset info records how it was made. Whole cases are split into train /
 validation / test by seed. The counts of ``samjax.data.slicing.Counts`` (volumes, slices, slices per
 class, empty slices kept and dropped) go into the metadata, per split, with the class names and the
-case ids of each split. Read it back without this class: ``tfds.builder_from_directory(path)``.
+case ids of each split, and the ``preprocessing`` (slicing axis, channel, CT window or percentiles) that
+inference on new scans repeats. Read it back without this class: ``tfds.builder_from_directory(path)``.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class MedicalSlices(tfds.core.GeneratorBasedBuilder):
         fractions = (c.validation_fraction, c.test_fraction) if len(self._cases) > 1 else (0.0, 0.0)
         splits = slicing.split_cases(self._cases, *fractions, c.seed)
         self.info.metadata["format"] = self._format
+        # How images became uint8 slices, so inference on new scans (samjax.segment) does the same.
+        self.info.metadata["preprocessing"] = {
+            "axis": c.axis, "channel": c.channel, "ct_window": None if c.ct_window is None else list(c.ct_window),
+            "percentiles": None if c.percentiles is None else list(c.percentiles)}
         self.info.metadata["cases"] = {split: [case.id for case in cases] for split, cases in splits.items()}
         return {split: self._generate_examples(split, cases) for split, cases in splits.items()}
 
