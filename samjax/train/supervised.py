@@ -102,10 +102,14 @@ def loss_fn(mode: str):
     return auto_loss if mode == "auto" else prompted_loss
 
 
+def auto_class_logits(model: Sam, batch: dict, dtype=jnp.float32) -> jax.Array:
+    """Per-class logits ``(B, T, S, S)`` at the input resolution: low-res logits upsampled bilinearly."""
+    return upsample(auto_logits(model, batch, None, dtype), batch["image"].shape[1])
+
+
 def auto_predictions(model: Sam, batch: dict, dtype=jnp.float32) -> jax.Array:
-    """Class map ``(B, S, S)`` at the input resolution: low-res logits upsampled bilinearly, argmax."""
-    logits = auto_logits(model, batch, None, dtype)
-    return jnp.argmax(upsample(logits, batch["image"].shape[1]), axis=1).astype(jnp.int32)
+    """Class map ``(B, S, S)`` at the input resolution: the argmax of :func:`auto_class_logits`."""
+    return jnp.argmax(auto_class_logits(model, batch, dtype), axis=1).astype(jnp.int32)
 
 
 class Finetune(Objective):
@@ -113,6 +117,7 @@ class Finetune(Objective):
 
     name = "finetune"
     predictions = None  # auto mode's class maps: SAM's (supervised.auto_predictions); the UNet baseline's own
+    class_logits = staticmethod(auto_class_logits)  # their logits at the input size (inference on scans)
     batch_keys = ("image", "valid", "label", "low_res_label", "boxes", "points", "point_labels", "object_valid",
                   "object_masks", "object_class")
 

@@ -53,9 +53,14 @@ def unet_loss(model: UNet, batch: dict, key, cfg, dtype=jnp.float32):
     return total, terms
 
 
+def unet_class_logits(model: UNet, batch: dict, dtype=jnp.float32) -> jax.Array:
+    """Class logits ``(B, T, H, W)`` at the input resolution (the full-resolution output)."""
+    return jnp.moveaxis(model(batch["image"], batch["valid"])[0], -1, 1)
+
+
 def unet_predictions(model: UNet, batch: dict, dtype=jnp.float32) -> jax.Array:
     """Class maps ``(B, H, W)`` int32 at the input resolution."""
-    return jnp.argmax(model(batch["image"], batch["valid"])[0], axis=-1).astype(jnp.int32)
+    return jnp.argmax(unet_class_logits(model, batch, dtype), axis=1).astype(jnp.int32)
 
 
 class UNetBaseline(Finetune):
@@ -66,6 +71,7 @@ class UNetBaseline(Finetune):
     uses_sam = False
     batch_keys = ("image", "valid", "label")
     predictions = staticmethod(unet_predictions)
+    class_logits = staticmethod(unet_class_logits)
 
     def check(self, cfg) -> None:
         features = cfg.model.unet.features
