@@ -1,4 +1,18 @@
-"""Segments one image with SAM from a box or points and writes the mask overlay as a PNG.
+"""Segments scans with a trained run or a SAM, into label maps in the input's geometry; or one image, as a demo.
+
+    python -m samjax.segment --workdir runs/quickstart --input patient.nii.gz --output patient_seg.nii.gz
+    python -m samjax.segment --workdir runs/quickstart --input scans/ --output labels/ --stats --preview
+    python -m samjax.segment --workdir runs/box_run --input ct.nii.gz --prompts boxes.json --output seg.nii.gz
+    python -m samjax.segment --checkpoint sam_vit_b_01ec64.pth --input series_dir/ --prompts boxes.json --output o/
+
+With ``--input`` (a 2D image, a NIfTI volume, a DICOM series folder, or a folder of these) every input
+becomes a label map (``samjax.segmenter``, ``samjax.scan_runner``): NIfTI over the input's voxels with its
+affine for volumes, PNG for 2D images, values the run's class indices. ``--workdir`` takes the run's
+config, classes and intensity handling (``--checkpoint best|latest|STEP`` picks the checkpoint); a run in
+auto mode segments every class, a box / point / interactive run or a converted SAM (``--checkpoint FILE``)
+needs ``--prompts`` (``samjax/scan_prompts.py``). Existing outputs are skipped unless ``--overwrite``.
+
+The demo, without ``--input``:
 
     python -m samjax.segment --output overlay.png                       # built-in phantom, random weights
     python -m samjax.segment --checkpoint sam_vit_b_01ec64.pth --image scan.png --box 40,60,200,220
@@ -62,8 +76,24 @@ def _floats(text: str, n: tuple[int, ...], what: str) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    scans = parser.add_argument_group("scans (with --input)")
+    scans.add_argument("--input", help="2D image, NIfTI volume, DICOM series folder, or a folder of these")
+    scans.add_argument("--workdir", help="a training run (its config, classes and preprocessing)")
+    scans.add_argument("--prompts", help="JSON of boxes / points (samjax/scan_prompts.py); a folder of NAME.json "
+                       "for a folder of inputs")
+    scans.add_argument("--batch-size", type=int, default=None, help="slices per device call (default: the run's "
+                       "eval batch)")
+    scans.add_argument("--ct-window", type=lambda t: _floats(t, (2,), "--ct-window"), metavar="LEVEL,WIDTH",
+                       help="CT window for a converted SAM (a run uses its data build's)")
+    scans.add_argument("--axis", type=int, default=None, help="slicing axis for a converted SAM (default 2)")
+    scans.add_argument("--stats", action="store_true", help="also write NAME.json: per-class volumes (mL) and "
+                       "the model's mean confidence")
+    scans.add_argument("--preview", action="store_true", help="also write NAME_preview.png: the label map over "
+                       "its scan (the slice with the most labels)")
+    scans.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     parser.add_argument("--image", help="PNG/JPEG/TIFF file (default: scikit-image's Shepp-Logan phantom)")
-    parser.add_argument("--checkpoint", help="Meta .pth or converted samjax folder (default: random weights)")
+    parser.add_argument("--checkpoint", help="Meta .pth or converted samjax folder (default: random weights); "
+                        "with --workdir: latest, best or a step")
     parser.add_argument("--model-type", default="vit_b", choices=sorted(sam_model_registry))
     parser.add_argument("--image-size", type=int, default=None, help="encoder input size (default: the checkpoint's)")
     parser.add_argument("--box", type=lambda t: _floats(t, (4,), "--box"), help="x0,y0,x1,y1 in pixels")
@@ -73,8 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--everything", action="store_true",
                         help="segment everything (SamAutomaticMaskGenerator) instead of one prompt")
     parser.add_argument("--points-per-side", type=int, default=32, help="grid of --everything")
-    parser.add_argument("--output", default="overlay.png", help="PNG to write")
+    parser.add_argument("--output", default=None, help="demo: the PNG to write (default overlay.png); scans: a "
+                        "label map file (.nii.gz, .png) or a folder")
     args = parser.parse_args(argv)
+    if args.input is not None or args.workdir is not None:
+        return _segment_scans(args, parser)
+    args.output = args.output or "overlay.png"
 
     try:
         image = load_image(args.image)
@@ -122,6 +156,48 @@ def main(argv: list[str] | None = None) -> int:
     areas = ", ".join(f"{int(m.sum())} px" for m in chosen)
     print(f"wrote {args.output} ({len(chosen)} mask(s): {areas})")
     return 0
+
+
+def _segment_scans(args, parser) -> int:
+    """``--input``: every input into a label map (see the module docstring)."""
+    import os
+
+    from samjax.scan_runner import run_inputs
+    from samjax.segmenter import Segmenter
+    from samjax.errors import ConfigError, DataError
+
+    from absl import logging
+
+    logging.set_verbosity(logging.ERROR)  # Orbax's notes on opening a run read-only
+    if args.input is None or args.output is None:
+        parser.error("--input and --output are both needed to segment scans")
+    if not os.path.exists(args.input):
+        print(f"error: --input {args.input} does not exist", file=sys.stderr)
+        return 1
+    if args.workdir is None and args.checkpoint is None:
+        parser.error("give --workdir RUN (a trained run) or --checkpoint FILE (a converted SAM, with --prompts)")
+    if args.axis is not None and args.axis not in (0, 1, 2):
+        parser.error(f"--axis {args.axis} must be 0, 1 or 2")
+    try:
+        if args.workdir is not None:
+            if args.ct_window or args.axis is not None:
+                parser.error("--ct-window and --axis are a converted SAM's: a run uses its data build's")
+            segmenter = Segmenter.from_workdir(args.workdir, args.checkpoint or "latest", args.batch_size)
+        else:
+            if args.prompts is None:
+                parser.error("a converted SAM segments from prompts: give --prompts FILE.json")
+            preprocessing = {"ct_window": args.ct_window, "axis": 2 if args.axis is None else args.axis}
+            segmenter = Segmenter.from_checkpoint(args.checkpoint, args.model_type, args.image_size, preprocessing,
+                                                  args.batch_size or 8)
+    except (ConfigError, CheckpointError, DataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for note in segmenter.notes:
+        print(note, file=sys.stderr)
+    kind = "auto mode, every class" if segmenter.auto else "from prompts"
+    print(f"model {segmenter.source} ({kind}); classes: {', '.join(segmenter.class_names[1:]) or 'as prompted'}")
+    return run_inputs(segmenter, args.input, args.output, prompts=args.prompts, overwrite=args.overwrite,
+                      stats=args.stats, preview=args.preview)
 
 
 def _segment_everything(model, rgb: np.ndarray, args) -> int:
