@@ -1,4 +1,5 @@
-"""Test set-up: the reference helpers importable, CPU only, and one shared 1024 ViT-B reference."""
+"""Test set-up: the reference helpers importable, CPU only, the longest files first, and one shared 1024
+ViT-B reference."""
 
 import os
 import sys
@@ -7,6 +8,22 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(__file__))
 
 import pytest  # noqa: E402
+
+# The files that take minutes, longest first. ``--dist loadfile`` hands files to the workers in collection
+# order, so starting with these keeps one long file from running alone at the end (longest job first).
+LONGEST_FIRST = ("train/test_pretraining.py", "train/test_strategy.py", "train/test_resume.py",
+                 "train/test_sharding.py", "test_study.py", "modeling/test_sam_parity.py",
+                 "train/test_segment_scans.py", "convert_weights/test_convert_sam.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    root = os.path.dirname(__file__)
+
+    def rank(item):
+        path = os.path.relpath(str(item.path), root).replace(os.sep, "/")
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file and among the other files is kept
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,7 @@
 """Fixtures of the trainer's tests: the tiny phantoms data set and one uninterrupted reference run."""
 
+import shutil
+
 import pytest
 
 from train_runs import losses, run, train_command
@@ -15,11 +17,20 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def straight_run(tmp_path_factory, data_dir):
-    """The tiny config trained for 8 steps without interruption, evaluated on the test split at the end."""
-    workdir = tmp_path_factory.mktemp("straight")
-    result = run(train_command(workdir, data_dir, "--config.final_eval_split=test"))
-    assert result.returncode == 0, result.stderr[-3000:]
+def straight_run(tmp_path_factory, data_dir, worker_id):
+    """The tiny config trained for 8 steps without interruption, evaluated on the test split at the end.
+
+    Trained once per session, not once per xdist worker: the first worker to ask trains it under a file
+    lock in the directory the workers share, the others wait and reuse it."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    workdir = shared / "straight_run"
+    with FileLock(str(shared / "straight_run.lock")):
+        if not (workdir / "eval" / "metrics.json").is_file():
+            shutil.rmtree(workdir, ignore_errors=True)
+            result = run(train_command(workdir, data_dir, "--config.final_eval_split=test"))
+            assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 
 
