@@ -90,3 +90,37 @@ def test_bad_prompts_and_wrong_modes_are_named(model, volume):
     auto = Segmenter(model, NAMES, 64, class_logits=auto_class_logits)
     with pytest.raises(ConfigError, match="trained in auto mode"):
         auto.segment_volume(vol, prompts={"objects": [{"box": [[0, 0, 0], [5, 1, 5]]}]})
+
+
+def test_the_command_segments_a_nifti_from_a_prompt_file(model, volume, tmp_path, monkeypatch, capsys):
+    """``--checkpoint FILE --prompts``: the converted-SAM path of the command (the tiny SAM stands in for the
+    registry's full-size one) writes what ``segment_volume`` gives, over the input's voxels."""
+    import json
+
+    import nibabel as nib
+
+    from samjax import segment
+
+    vol, affine = volume
+    nib.save(nib.Nifti1Image(vol, affine), tmp_path / "scan.nii.gz")
+    spec = {"coordinates": "world", "objects": [{"box": [(affine @ [8, 1, 6, 1])[:3].tolist(),
+                                                         (affine @ [36, 2, 31, 1])[:3].tolist()]}]}
+    (tmp_path / "boxes.json").write_text(json.dumps(spec))
+    built = []
+
+    def from_checkpoint(checkpoint, model_type, image_size, preprocessing, batch_size):
+        built.append((checkpoint, model_type, preprocessing))
+        return Segmenter(model, ("background",), 64, preprocessing={**preprocessing, "percentiles": [1.0, 99.0]})
+
+    monkeypatch.setattr(Segmenter, "from_checkpoint", staticmethod(from_checkpoint))
+    args = ["--checkpoint", "sam_vit_t", "--model-type", "vit_t", "--input", str(tmp_path / "scan.nii.gz"),
+            "--axis", "1", "--output", str(tmp_path / "seg.nii.gz")]
+    assert segment.main([*args, "--prompts", str(tmp_path / "boxes.json")]) == 0
+    assert built == [("sam_vit_t", "vit_t", {"ct_window": None, "axis": 1})]
+    written = nib.load(tmp_path / "seg.nii.gz")
+    np.testing.assert_allclose(written.affine, affine, atol=1e-5)
+    expected = Segmenter(model, ("background",), 64, preprocessing={"axis": 1, "percentiles": [1.0, 99.0]})
+    np.testing.assert_array_equal(np.asarray(written.dataobj), expected.segment_volume(vol, affine, prompts=spec).labels)
+    with pytest.raises(SystemExit):
+        segment.main([*args, "--overwrite"])
+    assert "a converted SAM segments from prompts: give --prompts FILE.json" in capsys.readouterr().err
