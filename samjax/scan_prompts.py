@@ -6,11 +6,16 @@
        {"label": 3, "box": [[10, 70, 15], [30, 95, 15]]},              # both corners on one slice: that slice
        {"label": 3, "points": [[20, 80, 15, 1], [25, 90, 15, 0]]}]}    # points (i, j, k[, 1 fg | 0 bg])
 
-For a volume, corners and points are 3D (voxel indices ``i, j, k`` in stored order, or world mm); a box
-spans every slice along the run's axis between its corners' (rounded) positions, the same 2D box on each:
-one box propagated, or one slice when both corners lie on it. For a 2D image, boxes are ``[x0, y0, x1, y1]``
-and points ``[x, y(, label)]`` in pixels (x the column). ``label`` is a class index (1..255) or one of the
-run's class names (default: the object's position, 1, 2, ...); later objects are painted over earlier ones.
+For a volume, corners and points are 3D: voxel indices ``i, j, k`` in stored order (a box's corners are its
+first and last voxels, both inside it; a point is a voxel's centre), or world mm (a box is the region
+between its corners, the bounding box of its 8 corners in voxel space). A box spans every slice along the
+run's axis between its corners, the same 2D box on each: one box propagated, or one slice when both
+corners lie on it. In-plane coordinates follow SAM's (and the training prompts'): x the column and y the
+row of ``np.take(volume, slice, axis)``, pixel ``(r, c)`` covering ``[c, c + 1) x [r, r + 1)``. For a 2D
+image, boxes ``[x0, y0, x1, y1]`` and points ``[x, y(, label)]`` are in those pixel coordinates directly,
+as the predictor takes them (``[0, 0, W, H]`` is the whole image). ``label`` is a class index (1..255)
+or one of the run's class names (default: the object's position, 1, 2, ...); later objects are painted
+over earlier ones.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ def read_prompts(path: str, shape: tuple[int, ...], affine=None, axis: int = 2, 
 
 def _label(value, index: int, class_names, where: str) -> int:
     if value is None:
+        if index + 1 > 255:
+            raise DataError(f"{where}: more than 255 objects without a label; give each a \"label\" (1..255)")
         return index + 1
     if isinstance(value, str):
         if value in class_names[1:]:
@@ -73,25 +80,12 @@ def parse_prompts(spec: dict, shape, affine=None, axis: int = 2, class_names=(),
     if not isinstance(spec, dict) or not isinstance(spec.get("objects"), list) or not spec["objects"]:
         raise DataError(f"{source}: expected {{\"objects\": [{{\"box\": ..., \"points\": ..., \"label\": ...}}, ...]}}")
     coordinates = spec.get("coordinates", "voxel")
-    volume = len(shape) == 3
-    if coordinates not in ("voxel", "world") or (coordinates == "world" and (not volume or affine is None)):
+    if coordinates not in ("voxel", "world") or (coordinates == "world" and (len(shape) != 3 or affine is None)):
         raise DataError(f"{source}: coordinates {coordinates!r} must be 'voxel' or (volumes) 'world'")
-    dims = 3 if volume else 2
-    to_voxel = np.linalg.inv(np.asarray(affine, np.float64)) if coordinates == "world" else None
-    in_plane = [a for a in range(3) if a != axis % 3] if volume else [0, 1]
-
-    def voxel(p):
-        return (to_voxel @ np.append(p, 1.0))[:3] if to_voxel is not None else p
-
-    def check(v, where):
-        if np.any(v < -0.5) or np.any(v > np.asarray(shape[:dims]) - 0.5):
-            raise DataError(f"{where}: {np.round(v, 2).tolist()} (voxel) lies outside the scan of shape {tuple(shape)}")
-
-    def plane(v):  # voxel -> (slice, x, y) with x the column of the 2D slice
-        if not volume:
-            return 0, v[0], v[1]
-        return int(round(v[axis % 3])), v[in_plane[1]], v[in_plane[0]]
-
+    if len(shape) == 3:
+        to_plane = _VolumePlane(shape, axis, None if coordinates == "voxel" else affine)
+    else:
+        to_plane = _ImagePlane(shape)
     out: list[SlicePrompt] = []
     for index, obj in enumerate(spec["objects"]):
         where = f"{source}: object {index}"
@@ -100,33 +94,87 @@ def parse_prompts(spec: dict, shape, affine=None, axis: int = 2, class_names=(),
         label = _label(obj.get("label"), index, class_names, where)
         per_slice: dict[int, SlicePrompt] = {}
         if "box" in obj:
-            if volume:
-                corners = obj["box"]
-                if not (isinstance(corners, list) and len(corners) == 2):
-                    raise DataError(f"{where}: a volume's box is two 3D corners [[i, j, k], [i, j, k]]")
-                a, b = (voxel(_numbers(c, (3,), f"{where} box")) for c in corners)
-                for v in (a, b):
-                    check(v, f"{where} box corner")
-                (sa, xa, ya), (sb, xb, yb) = plane(a), plane(b)
-                box = np.array([min(xa, xb), min(ya, yb), max(xa, xb), max(ya, yb)])
-                for k in range(min(sa, sb), max(sa, sb) + 1):
-                    per_slice[k] = SlicePrompt(k, label, index, box=box)
-            else:
-                box = _numbers(obj["box"], (4,), f"{where} box")
-                check(box[[1, 0]], f"{where} box corner")
-                check(box[[3, 2]], f"{where} box corner")
-                per_slice[0] = SlicePrompt(0, label, index, box=np.array([*np.minimum(box[:2], box[2:]),
-                                                                          *np.maximum(box[:2], box[2:])]))
-        for p in obj.get("points", []) or []:
-            p = _numbers(p, (dims, dims + 1), f"{where} point")
-            kind = 1 if len(p) == dims else int(p[dims])
-            if kind not in (0, 1):
-                raise DataError(f"{where} point: the label {p[dims]} must be 1 (foreground) or 0 (background)")
-            v = voxel(p[:dims]) if volume else p[[1, 0]]  # 2D points are (x, y): check as (row, column)
-            check(v, f"{where} point")
-            k, x, y = plane(v) if volume else (0, p[0], p[1])
+            first, last, box = to_plane.box(obj["box"], f"{where} box")
+            for k in range(first, last + 1):
+                per_slice[k] = SlicePrompt(k, label, index, box=box)
+        points = obj.get("points", [])
+        if not isinstance(points, list):
+            raise DataError(f"{where}: \"points\" is a list of points, got {points!r}")
+        for p in points:
+            k, xy, kind = to_plane.point(p, f"{where} point")
             prompt = per_slice.setdefault(k, SlicePrompt(k, label, index))
-            prompt.points = np.array([[x, y]]) if prompt.points is None else np.vstack([prompt.points, [x, y]])
+            prompt.points = xy[None] if prompt.points is None else np.vstack([prompt.points, xy])
             prompt.point_labels = np.append(prompt.point_labels if prompt.point_labels is not None else [], kind)
         out.extend(per_slice[k] for k in sorted(per_slice))
     return out
+
+
+def _point_label(p: np.ndarray, dims: int, where: str) -> int:
+    if len(p) == dims:
+        return 1
+    if p[dims] not in (0.0, 1.0):
+        raise DataError(f"{where}: the label {p[dims]:g} must be 1 (foreground) or 0 (background)")
+    return int(p[dims])
+
+
+class _ImagePlane:
+    """A 2D image's prompts: SAM's pixel coordinates, inside ``[0, W] x [0, H]``."""
+
+    def __init__(self, shape):
+        self.h, self.w = shape[:2]
+
+    def _check(self, x, y, where):
+        if not (0 <= x <= self.w and 0 <= y <= self.h):
+            raise DataError(f"{where}: ({x:g}, {y:g}) lies outside the {self.w} x {self.h} image")
+
+    def box(self, value, where):
+        b = _numbers(value, (4,), where)
+        x0, y0, x1, y1 = min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])
+        self._check(x0, y0, where)
+        self._check(x1, y1, where)
+        return 0, 0, np.array([x0, y0, x1, y1])
+
+    def point(self, value, where):
+        p = _numbers(value, (2, 3), where)
+        self._check(p[0], p[1], where)
+        return 0, p[:2].copy(), _point_label(p, 2, where)
+
+
+class _VolumePlane:
+    """A volume's prompts: voxel indices (or world mm through ``affine``) -> slice and in-plane pixel coordinates."""
+
+    def __init__(self, shape, axis: int, affine=None):
+        self.shape = tuple(shape)
+        self.axis = axis % 3
+        self.rows, self.cols = [a for a in range(3) if a != self.axis]
+        self.to_voxel = None if affine is None else np.linalg.inv(np.asarray(affine, np.float64))
+
+    def _voxel(self, p, where):
+        v = p if self.to_voxel is None else (self.to_voxel @ np.append(p, 1.0))[:3]
+        if np.any(v < -0.5) or np.any(v > np.asarray(self.shape) - 0.5):
+            raise DataError(f"{where}: {np.round(v, 2).tolist()} (voxel) lies outside the scan of shape {self.shape}")
+        return v
+
+    def _slice(self, v) -> int:
+        return int(np.clip(np.floor(v[self.axis] + 0.5), 0, self.shape[self.axis] - 1))
+
+    def box(self, value, where):
+        if not (isinstance(value, list) and len(value) == 2):
+            raise DataError(f"{where}: a volume's box is two 3D corners [[i, j, k], [i, j, k]]")
+        a, b = (_numbers(c, (3,), where) for c in value)
+        if self.to_voxel is None:  # first and last voxel, both inside: edges at min and max + 1
+            lo, hi = (self._voxel(np.minimum(a, b), where), self._voxel(np.maximum(a, b), where))
+            edges_lo, edges_hi = lo, hi + 1.0
+        else:  # a region of space: the bounding box of its 8 corners, voxel centres at +0.5
+            corners = np.array([[(a, b)[m >> d & 1][d] for d in range(3)] for m in range(8)])
+            v = np.array([self._voxel(c, where) for c in corners])
+            lo, hi = v.min(0), v.max(0)
+            edges_lo, edges_hi = lo + 0.5, hi + 0.5
+        box = np.array([edges_lo[self.cols], edges_lo[self.rows], edges_hi[self.cols], edges_hi[self.rows]])
+        box = np.clip(box, 0, [self.shape[self.cols], self.shape[self.rows]] * 2)
+        return self._slice(lo), self._slice(hi), box
+
+    def point(self, value, where):
+        p = _numbers(value, (3, 4), where)
+        v = self._voxel(p[:3], where)
+        return self._slice(v), np.array([v[self.cols] + 0.5, v[self.rows] + 0.5]), _point_label(p, 3, where)

@@ -45,11 +45,13 @@ def output_for(input_path: str, output: str, single: bool) -> str | None:
     return os.path.join(output, name + ".nii.gz") if os.path.isdir(input_path) else None
 
 
-def preview_picture(scan: Scan, labels: np.ndarray, image_uint8: np.ndarray, axis: int) -> np.ndarray:
-    """The scan and its label map over it, side by side: for a volume the slice with the most labeled voxels
-    (along ``axis``), enlarged to at least 256 pixels high."""
+def preview_picture(scan: Scan, labels: np.ndarray, image_uint8: np.ndarray, axis: int, class_names=()) -> np.ndarray:
+    """The scan and its label map over it, side by side, with a legend of the classes found: for a volume the
+    slice with the most labeled voxels (along ``axis``), enlarged to at least 256 pixels high."""
+    from PIL import Image, ImageDraw
+
     from samjax.data.intensity import gray_to_rgb
-    from samjax.overlay import overlay_masks
+    from samjax.overlay import PALETTE, overlay_masks
 
     if scan.volume:
         k = int(np.argmax(np.moveaxis(labels > 0, axis, 0).sum((1, 2))))
@@ -57,11 +59,21 @@ def preview_picture(scan: Scan, labels: np.ndarray, image_uint8: np.ndarray, axi
     else:
         image = image_uint8
     rgb = gray_to_rgb(image)
-    classes = [c for c in range(1, int(labels.max(initial=0)) + 1)]
+    classes = list(range(1, int(labels.max(initial=0)) + 1))
     masks = np.stack([labels == c for c in classes]) if classes else np.zeros((0, *labels.shape), bool)
     picture = np.concatenate([rgb, overlay_masks(rgb, masks)], axis=1)
-    scale = max(1, 256 // max(picture.shape[:2]))
-    return np.repeat(np.repeat(picture, scale, 0), scale, 1)
+    scale = max(1, -(-256 // picture.shape[0]))
+    picture = np.repeat(np.repeat(picture, scale, 0), scale, 1)
+    legend = Image.new("RGB", (picture.shape[1], 18), (0, 0, 0))
+    draw, x = ImageDraw.Draw(legend), 4
+    for c in classes:
+        if (labels == c).any():
+            name = class_names[c] if c < len(class_names) else f"label {c}"
+            color = tuple(int(v) for v in PALETTE[(c - 1) % len(PALETTE)])
+            draw.rectangle([x, 4, x + 9, 13], fill=color)
+            draw.text((x + 13, 3), name, fill=(255, 255, 255))
+            x += 13 + int(draw.textlength(name)) + 10
+    return np.concatenate([picture, np.asarray(legend)], axis=0)
 
 
 def run_inputs(segmenter, input_path: str, output: str, *, prompts: str | None = None, overwrite: bool = False,
@@ -70,7 +82,8 @@ def run_inputs(segmenter, input_path: str, output: str, *, prompts: str | None =
     from samjax.scans import is_dicom_series
 
     single = not os.path.isdir(input_path) or is_dicom_series(input_path)
-    inputs = [input_path] if single else list_inputs(input_path)
+    ours = {os.path.realpath(p) for p in (output, prompts) if p}  # never read our own outputs back as inputs
+    inputs = [input_path] if single else [p for p in list_inputs(input_path) if os.path.realpath(p) not in ours]
     if not inputs:
         log(f"error: {input_path} holds no inputs")
         return 1
@@ -78,24 +91,34 @@ def run_inputs(segmenter, input_path: str, output: str, *, prompts: str | None =
         log(f"error: --input {input_path} is a folder of inputs, so --output must be a folder, not {output}")
         return 2
     rows, skipped, failed = [], [], []
+    claimed = _claims(inputs, output, single)
     bar = tqdm(inputs, desc="inputs", unit="input", disable=single, file=sys.stderr, dynamic_ncols=True)
     for path in bar:
         row = {"input": path, "output": "", "status": "", "reason": "", "seconds": ""}
         start = time.perf_counter()
         try:
             target = output_for(path, output, single)
+            if target and claimed.get(_stem(target).lower(), path) != path:
+                raise DataError(f"{path}: its label map {target} would replace that of {claimed[_stem(target).lower()]}; "
+                                "rename one of the two inputs")
+            if target and os.path.realpath(target) == os.path.realpath(path):
+                raise DataError(f"{path}: the label map would replace the input itself; choose another --output")
             if target and os.path.exists(target) and not overwrite:
                 skipped.append(target)
                 rows.append({**row, "output": target, "status": "skipped", "reason": "exists (use --overwrite)"})
                 continue
             scan = read_scan(path, channel=segmenter.preprocessing.get("channel"))
             target = target or os.path.join(output, label_map_name(scan))
+            if scan.volume == target.lower().endswith(".png"):
+                raise DataError(f"{path}: a {'volume' if scan.volume else '2D image'} gets a "
+                                f"{'NIfTI (.nii.gz)' if scan.volume else 'PNG'} label map, not {target}")
             if os.path.exists(target) and not overwrite:
                 skipped.append(target)
                 rows.append({**row, "output": target, "status": "skipped", "reason": "exists (use --overwrite)"})
                 continue
             prompt_file = _prompt_file(prompts, scan, single)
-            slices = tqdm(total=0, desc=os.path.basename(os.path.normpath(path)), unit="slice", leave=False,
+            slices = tqdm(total=scan.array.shape[segmenter.axis] if scan.volume else 0,
+                          desc=os.path.basename(os.path.normpath(path)), unit="slice", leave=False,
                           file=sys.stderr, dynamic_ncols=True, disable=not scan.volume)
 
             def progress(done, total, bar=slices):
@@ -115,18 +138,20 @@ def run_inputs(segmenter, input_path: str, output: str, *, prompts: str | None =
             if preview:
                 from samjax.overlay import save_png
 
-                save_png(preview_picture(scan, result.labels, segmenter.to_uint8(scan.array, path), segmenter.axis),
-                         _stem(target) + "_preview.png")
+                save_png(preview_picture(scan, result.labels, segmenter.to_uint8(scan.array, path), segmenter.axis,
+                                         segmenter.class_names), _stem(target) + "_preview.png")
             row.update(output=target, status="ok", seconds=f"{time.perf_counter() - start:.2f}")
             row.update(_amounts(summary))
             rows.append(row)
             if single:
                 log(f"wrote {target}: {_describe(summary)}")
-        except (DataError, ConfigError, CheckpointError, OSError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - one input's failure is reported and the others go on
             failed.append(path)
-            message = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
+            known = isinstance(e, (DataError, ConfigError, CheckpointError, OSError, ValueError))
+            reason = str(e) if known else f"{type(e).__name__}: {e}"
+            message = reason if reason.startswith(str(path)) else f"{path}: {reason}"
             bar.write(f"failed: {message}", file=sys.stderr)
-            rows.append({**row, "status": "failed", "reason": str(e).replace("\n", " ")})
+            rows.append({**row, "status": "failed", "reason": reason.replace("\n", " ")})
     bar.close()
     if skipped:
         log(f"skipped {len(skipped)} existing output(s) (use --overwrite to replace them): " + ", ".join(skipped[:10])
@@ -141,6 +166,16 @@ def run_inputs(segmenter, input_path: str, output: str, *, prompts: str | None =
         log(f"error: {len(failed)} input(s) failed: " + ", ".join(failed[:10]))
         return 1
     return 0
+
+
+def _claims(inputs: list[str], output: str, single: bool) -> dict[str, str]:
+    """Output stem (label map, JSON, preview share it) -> the first input that names it."""
+    claimed: dict[str, str] = {}
+    for path in inputs:
+        target = output_for(path, output, single)
+        if target:
+            claimed.setdefault(_stem(target).lower(), path)
+    return claimed
 
 
 def _prompt_file(prompts: str | None, scan: Scan, single: bool) -> str | None:

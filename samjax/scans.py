@@ -103,19 +103,19 @@ def read_scan(path: str, channel: int | None = None) -> Scan:
         return Scan(vol.array, path, True, vol.affine, tuple(vol.spacing), vol.header)
     if path.lower().endswith(".dcm"):
         array = readers.read_dicom_file(path)
-        ds = _dicom_header(path)
-        spacing = ds.get("PixelSpacing") if ds is not None else None
-        return Scan(array, path, False, spacing=None if spacing is None else tuple(float(v) for v in spacing))
+        return Scan(array, path, False, spacing=_pixel_spacing(path))
     return Scan(readers.read_image(path), path, False)
 
 
-def _dicom_header(path: str):
+def _pixel_spacing(path: str) -> tuple[float, float] | None:
+    """A 2D DICOM's PixelSpacing (rows, columns) in mm, None when it has no usable one."""
     import pydicom
 
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception:
+        values = [float(v) for v in np.atleast_1d(pydicom.dcmread(path, stop_before_pixels=True).PixelSpacing)]
+    except Exception:  # no PixelSpacing, or one that does not parse
         return None
+    return (values[0], values[-1]) if values and all(v > 0 for v in values) else None
 
 
 def label_map_name(scan: Scan) -> str:
@@ -146,18 +146,22 @@ def write_label_map(scan: Scan, labels: np.ndarray, path: str) -> None:
             if not path.lower().endswith(VOLUME_SUFFIXES):
                 raise ValueError(f"{path}: a volume's label map is a NIfTI file (.nii.gz or .nii)")
             header = scan.header.copy() if scan.header is not None else None
-            image = nib.Nifti1Image(labels, scan.affine, header=header)
+            kind = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+            image = kind(labels, scan.affine, header=header)
             image.set_data_dtype(np.uint8)
             image.header.set_slope_inter(1.0, 0.0)
             image.header["cal_min"], image.header["cal_max"] = 0, int(labels.max(initial=0))
             if header is None:  # a DICOM series: the affine is the scanner's frame
                 image.set_qform(scan.affine, code=1)
                 image.set_sform(scan.affine, code=1)
+                image.header.set_xyzt_units("mm")
             tmp += ".nii.gz" if path.lower().endswith(".gz") else ".nii"
             nib.save(image, tmp)
         else:
             from PIL import Image
 
+            if not path.lower().endswith(".png"):
+                raise ValueError(f"{path}: a 2D input's label map is a PNG file (.png)")
             tmp += ".png"
             Image.fromarray(labels).save(tmp, format="PNG")
         os.replace(tmp, path)

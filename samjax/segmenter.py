@@ -60,15 +60,20 @@ class Segmentation:
                 "mean_confidence": float(self.confidence[fg].mean()) if fg.any() else None}
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "class_logits", "dtype", "input_hw", "out_hw"))
-def _classify(graphdef, state, image, valid, *, class_logits, dtype, input_hw, out_hw):
-    """Padded slices ``(B, S, S, 3)`` -> class maps and confidences ``(B, *out_hw)``."""
+@functools.partial(jax.jit, static_argnames=("graphdef", "class_logits", "dtype", "input_hw"))
+def _class_logits(graphdef, state, image, valid, *, class_logits, dtype, input_hw):
+    """Padded slices ``(B, S, S, 3)`` -> class logits ``(B, T, h, w)`` cropped to the resized image."""
     model = nnx.merge(graphdef, state)
-    logits = class_logits(model, {"image": image, "valid": valid}, dtype)[:, :, :input_hw[0], :input_hw[1]]
-    if tuple(input_hw) != tuple(out_hw):
+    return class_logits(model, {"image": image, "valid": valid}, dtype)[:, :, :input_hw[0], :input_hw[1]]
+
+
+@functools.partial(jax.jit, static_argnames=("out_hw",))
+def _classify(logits, *, out_hw):
+    """Class logits ``(B, T, h, w)`` -> class maps uint8 and confidences ``(B, *out_hw)``: bilinear to the
+    slice's own size (nothing to do when it is the input size), argmax, softmax probability of the class."""
+    if logits.shape[2:] != tuple(out_hw):
         logits = jax.image.resize(logits, logits.shape[:2] + tuple(out_hw), method="bilinear", antialias=False)
-    labels = jnp.argmax(logits, axis=1).astype(jnp.uint8)
-    return labels, jnp.max(jax.nn.softmax(logits, axis=1), axis=1)
+    return jnp.argmax(logits, axis=1).astype(jnp.uint8), jnp.max(jax.nn.softmax(logits, axis=1), axis=1)
 
 
 class Segmenter:
@@ -227,10 +232,16 @@ class Segmenter:
             chunk += [chunk[-1]] * (b - len(chunk))
             input_hw = tuple(int(v) for v in chunk[0]["input_size"])
             batch = parallel.global_batch({k: np.stack([c[k] for c in chunk]) for k in ("image", "valid")}, self.mesh)
-            out = _classify(self._graphdef, self._state, batch["image"], batch["valid"],
-                            class_logits=self.class_logits, dtype=self.dtype, input_hw=input_hw, out_hw=(h, w))
+            logits = _class_logits(self._graphdef, self._state, batch["image"], batch["valid"],
+                                   class_logits=self.class_logits, dtype=self.dtype, input_hw=input_hw)
             m = min(b, n - start)
-            labels[start:start + m], confidence[start:start + m] = (np.asarray(x)[:m] for x in out)
+            if input_hw == (h, w):  # the common case: the slice is the input size, the whole batch at once
+                labels[start:start + m], confidence[start:start + m] = (np.asarray(x)[:m] for x in
+                                                                        _classify(logits, out_hw=(h, w)))
+            else:  # resized back one slice at a time: a large slice's logits at full size only once in memory
+                for i in range(m):
+                    labels[start + i], confidence[start + i] = (np.asarray(x)[0] for x in
+                                                                _classify(logits[i:i + 1], out_hw=(h, w)))
             if progress is not None:
                 progress(start + m, n)
         return labels, confidence

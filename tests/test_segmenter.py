@@ -27,7 +27,7 @@ def volume():
     rng = np.random.default_rng(0)
     vol = rng.normal(100.0, 20.0, (50, 6, 40)).astype(np.float32)  # slices along axis 1: (50, 40) each
     vol[10:35, :, 8:30] += 150.0
-    affine = np.array([[0.0, 0.0, 1.2, -30.0], [0.8, 0.1, 0.0, 5.0], [0.0, 3.0, 0.0, 40.0], [0, 0, 0, 1]])
+    affine = np.array([[0.0, 0.0, 1.2, -30.0], [0.8, 0.0, 0.0, 5.0], [0.0, -3.0, 0.0, 40.0], [0, 0, 0, 1]])
     return vol, affine
 
 
@@ -46,20 +46,22 @@ def test_voxel_and_world_prompts_give_the_predictors_masks(model, volume):
     result = seg.segment_volume(vol, prompts=spec)
     assert result.labels.shape == vol.shape and result.labels.dtype == np.uint8
     slices = as_uint8(vol, "v", percentiles=(1.0, 99.0))
-    for k in (1, 2, 3):  # one box propagated over the slices between its corners
-        box = _reference(model, slices[:, k], box=np.array([6.0, 8.0, 31.0, 36.0]), multimask_output=False)
+    for k in (1, 2, 3):  # one box propagated over the slices between its corners; voxels 8..36 are edges 8..37
+        box = _reference(model, slices[:, k], box=np.array([6.0, 8.0, 32.0, 37.0]), multimask_output=False)
         np.testing.assert_array_equal(result.labels[:, k] == 1, box)
-    point = _reference(model, slices[:, 4], point_coords=np.array([[15.0, 20.0], [20.0, 30.0]]),
+    point = _reference(model, slices[:, 4], point_coords=np.array([[15.5, 20.5], [20.5, 30.5]]),  # voxel centres
                        point_labels=np.array([1, 0]), multimask_output=False)
     np.testing.assert_array_equal(result.labels[:, 4], point.astype(np.uint8) * 2)
     assert not result.labels[:, [0, 5]].any() and box.any() and point.any()
     assert np.all(result.confidence[result.labels > 0] > 0.5) and np.all(result.confidence[result.labels == 0] == 0)
 
-    world = {"coordinates": "world", "objects": [
-        {"label": o.get("label"), **({"box": [(affine @ [*c, 1])[:3].tolist() for c in o["box"]]} if "box" in o else {}),
-         **({"points": [[*(affine @ [*p[:3], 1])[:3], p[3]] for p in o["points"]]} if "points" in o else {})}
-        for o in spec["objects"]]}
-    np.testing.assert_array_equal(seg.segment_volume(vol, affine, prompts=world).labels, result.labels)
+    def world(*voxel):
+        return (affine @ [*voxel, 1.0])[:3].tolist()
+
+    world_spec = {"coordinates": "world", "objects": [  # the box as a region of space: voxels 8..36 span 7.5..36.5
+        {"label": "organ", "box": [world(7.5, 0.5, 5.5), world(36.5, 3.4, 31.5)]},
+        {"label": 2, "points": [[*world(20, 4, 15), 1], [*world(30, 4, 20), 0]]}]}
+    np.testing.assert_array_equal(seg.segment_volume(vol, affine, prompts=world_spec).labels, result.labels)
 
 
 def test_a_2d_image_takes_pixel_prompts(model):
@@ -69,13 +71,17 @@ def test_a_2d_image_takes_pixel_prompts(model):
     result = seg.segment_image(image, prompts=parse_prompts({"objects": [{"box": [18, 8, 52, 32]}]}, image.shape))
     expected = _reference(model, as_uint8(image, "i"), box=np.array([18.0, 8.0, 52.0, 32.0]), multimask_output=False)
     np.testing.assert_array_equal(result.labels, expected.astype(np.uint8))
+    whole = parse_prompts({"objects": [{"box": [0, 0, 60, 48]}]}, image.shape)  # SAM's whole-image box is inside
+    np.testing.assert_array_equal(whole[0].box, [0, 0, 60, 48])
 
 
 def test_bad_prompts_and_wrong_modes_are_named(model, volume):
     vol, affine = volume
     shape = vol.shape
-    cases = [({"objects": [{"box": [[0, 0, 0], [60, 1, 1]]}]}, "object 0 box corner: [60.0, 1.0, 1.0] (voxel) lies "
+    cases = [({"objects": [{"box": [[0, 0, 0], [60, 1, 1]]}]}, "object 0 box: [60.0, 1.0, 1.0] (voxel) lies "
               "outside the scan of shape (50, 6, 40)"),
+             ({"objects": [{"points": 5}]}, "\"points\" is a list of points, got 5"),
+             ({"objects": [{"points": [[1, 1, 1, 0.5]]}]}, "the label 0.5 must be 1 (foreground) or 0"),
              ({"objects": [{"label": "liver", "box": [[0, 0, 0], [5, 1, 1]]}]}, "label 'liver' is not a class"),
              ({"objects": [{"points": [[1, 1, 1, 3]]}]}, "must be 1 (foreground) or 0 (background)"),
              ({"objects": [{"box": [1, 2, 3, 4]}]}, "a volume's box is two 3D corners"),

@@ -30,8 +30,13 @@ def read_data_info(workdir: str, cfg=None) -> dict:
     opening ``cfg``'s training data gives."""
     path = os.path.join(workdir, FILE)
     if os.path.isfile(path):
-        with open(path) as f:
-            return json.load(f)
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except ValueError as e:
+            from samjax.errors import ConfigError
+
+            raise ConfigError(f"{path} is not readable JSON ({e}); delete it to read the run's data set instead") from None
     if cfg is None:
         raise FileNotFoundError(f"{path} does not exist")
     from samjax.train import objective as objectives

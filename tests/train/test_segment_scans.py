@@ -86,6 +86,8 @@ def test_a_stacked_volume_scores_the_dice_of_eval(straight_run, data_dir, tmp_pa
     boxes.write_text('{"objects": [{"box": [[0, 0, 0], [9, 9, 0]]}]}')
     assert segment.main([*args, "--overwrite", "--prompts", str(boxes)]) == 1
     assert "trained in auto mode" in capsys.readouterr().err
+    assert segment.main(["--workdir", str(straight_run), "--input", str(volume), "--output", str(tmp_path), "--overwrite"]) == 1
+    assert "the label map would replace the input itself" in capsys.readouterr().err
 
 
 def _write_ct_series(folder, n=3):
@@ -106,24 +108,26 @@ def test_a_folder_of_inputs_segments_each_and_reports_failures(straight_run, dat
     inputs.mkdir()
     nib.save(nib.Nifti1Image(images[..., :4], _rotated_affine()), inputs / "four.nii.gz")
     Image.fromarray(images[..., 2]).save(inputs / "slice2.png")
+    Image.fromarray(images[..., 2]).save(inputs / "slice2.tif")  # its label map would be slice2.png too
     _write_ct_series(inputs / "ct_series")
     (inputs / "broken.nii.gz").write_bytes(b"not a nifti file")
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 2), np.int16), np.eye(4)), inputs / "two_volumes.nii.gz")
     (inputs / "notes.txt").write_text("a note")
-    out = tmp_path / "labels"
+    out = inputs / "labels"  # inside the input folder: never read back as an input
     assert segment.main(["--workdir", str(straight_run), "--input", str(inputs), "--output", str(out)]) == 1
     printed = capsys.readouterr()
-    assert "3 segmented, 0 skipped, 3 failed of 6 input(s)" in printed.out
+    assert "3 segmented, 0 skipped, 4 failed of 7 input(s)" in printed.out
+    assert f"failed: {inputs / 'slice2.tif'}: its label map {out / 'slice2.png'} would replace that of" in printed.err
     assert f"failed: {inputs / 'broken.nii.gz'}: cannot read the NIfTI file" in printed.err
     assert f"failed: {inputs / 'two_volumes.nii.gz'}: a 4D NIfTI with 2 volumes" in printed.err
     assert f"failed: {inputs / 'notes.txt'}: not an input" in printed.err
 
     rows = {os.path.basename(r["input"]): r for r in csv.DictReader(open(out / "summary.csv"))}
     assert {k: r["status"] for k, r in rows.items()} == {
-        "four.nii.gz": "ok", "slice2.png": "ok", "ct_series": "ok", "broken.nii.gz": "failed",
+        "four.nii.gz": "ok", "slice2.png": "ok", "slice2.tif": "failed", "ct_series": "ok", "broken.nii.gz": "failed",
         "two_volumes.nii.gz": "failed", "notes.txt": "failed"}
     four = np.asarray(nib.load(out / "four.nii.gz").dataobj)
-    assert float(rows["four.nii.gz"]["body_ml"]) > 0
+    assert float(rows["four.nii.gz"]["body_ml"]) > 0 and float(rows["slice2.png"]["body_px"]) > 0
     np.testing.assert_array_equal(np.asarray(Image.open(out / "slice2.png")), four[..., 2])  # same slice, same map
     series = nib.load(out / "ct_series.nii.gz")
     np.testing.assert_allclose(series.affine, read_dicom_series(inputs / "ct_series").affine, atol=1e-4)
