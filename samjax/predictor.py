@@ -8,6 +8,7 @@ masked out of attention, so results are exactly those of the unpadded prompts.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -56,6 +57,15 @@ def _predict(graphdef, state, features, coords, labels, boxes, box_mask, masks, 
     return full, iou, low_res
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageEmbedding:
+    """One image's embedding ``features (1, g, g, C)`` and the sizes the prompts are mapped with."""
+
+    features: jax.Array
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
 class SamPredictor:
     """Predicts masks for one image at a time from points, boxes and masks.
 
@@ -72,6 +82,11 @@ class SamPredictor:
     # --- image -----------------------------------------------------------------------------
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Embeds ``image``: ``(H, W, 3)``, ``(H, W, 1)`` or ``(H, W)`` uint8, in ``image_format``."""
+        self.set_embedding(self.embed(image, image_format))
+
+    def embed(self, image: np.ndarray, image_format: str = "RGB") -> ImageEmbedding:
+        """The embedding of ``image`` without setting it: computed ahead (a background queue) and kept, then
+        given to :meth:`set_embedding`, so a prompt costs only the decoder."""
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         image = as_rgb_uint8(image)
@@ -83,14 +98,19 @@ class SamPredictor:
                 f"under one pixel at the model size {self.model.img_size}"
             )
         input_image = self.transform.apply_image(np.ascontiguousarray(image))
-        self.reset_image()
         size = self.model.img_size
         padded = np.zeros((1, size, size, 3), np.uint8)
         padded[0, : input_image.shape[0], : input_image.shape[1]] = input_image
+        features = _embed(self._graphdef, nnx.state(self.model), padded, np.array(input_image.shape[:2], np.int32))
+        return ImageEmbedding(features, tuple(int(s) for s in image.shape[:2]),
+                              tuple(int(s) for s in input_image.shape[:2]))
+
+    def set_embedding(self, embedding: ImageEmbedding) -> None:
+        """Makes ``embedding`` (from :meth:`embed`) the current image."""
+        self.reset_image()
         self._state = nnx.state(self.model)
-        self.features = _embed(self._graphdef, self._state, padded, np.array(input_image.shape[:2], np.int32))
-        self.original_size = tuple(int(s) for s in image.shape[:2])
-        self.input_size = tuple(int(s) for s in input_image.shape[:2])
+        self.features = embedding.features
+        self.original_size, self.input_size = embedding.original_size, embedding.input_size
         self.is_image_set = True
 
     def get_image_embedding(self) -> np.ndarray:
