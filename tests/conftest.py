@@ -10,10 +10,16 @@ sys.path.insert(0, os.path.dirname(__file__))
 import pytest  # noqa: E402
 
 # The files that take minutes, longest first. ``--dist loadfile`` hands files to the workers in collection
-# order, so starting with these keeps one long file from running alone at the end (longest job first).
+# order once xdist's own reordering (files with the most tests first) is off, so starting with these keeps one
+# long file from running alone at the end (longest job first).
 LONGEST_FIRST = ("train/test_pretraining.py", "train/test_strategy.py", "train/test_resume.py",
                  "train/test_sharding.py", "test_study.py", "modeling/test_sam_parity.py",
                  "train/test_segment_scans.py", "convert_weights/test_convert_sam.py")
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep the collection order below
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config, items):
