@@ -45,6 +45,7 @@ class Annotation:
         self._cache: OrderedDict = OrderedDict()
         self._cache_slices = int(cache_slices)
         self._lock = threading.RLock()  # the predictor holds one current image
+        self._cache_lock = threading.Lock()
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
         self._wanted: set = set()
         self._worker = threading.Thread(target=self._embed_loop, daemon=True)
@@ -72,19 +73,21 @@ class Annotation:
         return (2, 0) if not self.scan.volume else (int(axis), int(index))
 
     def embedding(self, axis: int, index: int):
-        """The slice's embedding, from the cache or computed now."""
+        """The slice's embedding, from the cache or computed now. The encoder runs outside the predictor's
+        lock, so a click on an embedded slice never waits behind a neighbour being embedded."""
         key = self._key(axis, index)
-        with self._lock:
+        with self._cache_lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-            image = self.slice_image(*key)
-            emb = self.predictor.embed(image)
-            self.embedded += 1
-            self._cache[key] = emb
-            while len(self._cache) > self._cache_slices:
-                self._cache.popitem(last=False)
-            return emb
+        emb = self.predictor.embed(self.slice_image(*key))  # reads the model only: safe beside a click
+        with self._cache_lock:
+            if key not in self._cache:
+                self.embedded += 1
+                self._cache[key] = emb
+                while len(self._cache) > self._cache_slices:
+                    self._cache.popitem(last=False)
+            return self._cache.get(key, emb)
 
     def cached(self, axis: int, index: int) -> bool:
         return self._key(axis, index) in self._cache
