@@ -7,7 +7,10 @@ import json
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from train_runs import xla_flags  # noqa: E402
+
+os.environ["XLA_FLAGS"] = xla_flags(devices=8)
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402

@@ -13,17 +13,11 @@ import sys
 import numpy as np
 import pytest
 
-from train_runs import ROOT, env, losses, run, train_command
+from train_runs import INTERACTIVE_STEPS, ROOT, env, losses, run, train_command
 
 MAE_STEPS = 40
 MAE = ("--config.eval_every_steps=20", f"--config.total_steps={MAE_STEPS}", "--config.checkpoint_every_steps=10",
        "--config.log_every_steps=5", "--config.final_eval_split=test")
-
-
-def _command(workdir, data_dir, arg, *extra):
-    cmd = train_command(workdir, data_dir, *extra)
-    cmd[cmd.index("--config") + 1] += f":{arg}"
-    return cmd
 
 
 def _rows(workdir):
@@ -37,7 +31,7 @@ def _validation(workdir, key):
 @pytest.fixture(scope="module")
 def mae_run(tmp_path_factory, data_dir):
     workdir = tmp_path_factory.mktemp("mae")
-    result = run(_command(workdir, data_dir, "mae", *MAE))
+    result = run(train_command(workdir, data_dir, *MAE, arg="mae"))
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 
@@ -66,13 +60,8 @@ def test_mae_reconstruction_improves_and_chains_into_finetuning(mae_run, data_di
     _encoder_loaded(mae_run, data_dir, tmp_path)
 
 
-def test_interactive_training_raises_click_dice_and_chains(data_dir, tmp_path):
-    workdir = tmp_path / "interactive"
-    steps = 600  # learning to use clicks from random weights takes a few hundred steps
-    result = run(_command(workdir, data_dir, "interactive", f"--config.total_steps={steps}",
-                          f"--config.eval_every_steps={steps}", f"--config.checkpoint_every_steps={steps}",
-                          "--config.log_every_steps=100", "--config.final_eval_split=test"))
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_interactive_training_raises_click_dice_and_chains(interactive_run, data_dir, tmp_path):
+    workdir, steps = interactive_run, INTERACTIVE_STEPS  # trained by tests/conftest.py, shared with tests/annotate
     one, five = _validation(workdir, "val_dice_1click"), _validation(workdir, "val_dice_5click")
     assert one[steps] > one[0] + 0.05 and five[steps] > five[0] + 0.05, (one, five)
     metrics = json.load(open(workdir / "eval" / "metrics.json"))
@@ -88,7 +77,8 @@ def test_interactive_training_raises_click_dice_and_chains(data_dir, tmp_path):
     out = tmp_path / "zero_shot"
     result = run([sys.executable, os.path.join(ROOT, "eval.py"), "--config", os.path.join(ROOT, "configs", "tiny.py"),
                   f"--config.init_checkpoint={workdir}", "--config.train.mode=box", f"--config.data.data_dir={data_dir}",
-                  *wide, "--output", str(out), "--clicks", "5", "--amg", "--amg_points_per_side", "4"])
+                  *wide, "--output", str(out), "--clicks", "5", "--amg", "--amg_points_per_side", "4"],
+                 optimized=True)  # compiled as the run was: its click curve again, to float rounding
     assert result.returncode == 0, result.stderr[-3000:]
     zero_shot = json.load(open(out / "clicks" / "metrics.json"))
     np.testing.assert_allclose(zero_shot["dice_vs_clicks"], metrics["dice_vs_clicks"], rtol=1e-5)
@@ -108,8 +98,8 @@ def test_two_processes_killed_and_resumed_give_the_losses_of_one(mae_run, data_d
 
     def start():
         address = f"localhost:{_free_port()}"
-        return [subprocess.Popen(_command(workdir, data_dir, "mae", *MAE, f"--coordinator_address={address}",
-                                          "--num_processes=2", f"--process_id={i}"),
+        return [subprocess.Popen(train_command(workdir, data_dir, *MAE, f"--coordinator_address={address}",
+                                               "--num_processes=2", f"--process_id={i}", arg="mae"),
                                  cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                 for i in range(2)]
 

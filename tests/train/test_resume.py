@@ -81,14 +81,13 @@ def test_resume_onto_another_mesh(tmp_path, data_dir, uninterrupted):
     import shutil
 
     workdir = tmp_path / "remesh"
-    devices = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     first = subprocess.run(train_command(workdir, data_dir, "--config.mesh.data=2", "--config.mesh.fsdp=4"),
-                           cwd=ROOT, env={**env(), **devices}, capture_output=True, text=True, timeout=600)
+                           cwd=ROOT, env=env(devices=8), capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     for step in ("6", "8"):
         shutil.rmtree(workdir / "checkpoints" / step)
     second = subprocess.run(train_command(workdir, data_dir, "--config.mesh.data=1", "--config.mesh.fsdp=8"),
-                            cwd=ROOT, env={**env(), **devices}, capture_output=True, text=True, timeout=600)
+                            cwd=ROOT, env=env(devices=8), capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "mesh {'data': 1, 'fsdp': 8, 'tensor': 1}" in second.stdout and "resumed from" in second.stdout
     resumed = losses(workdir)
