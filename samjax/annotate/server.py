@@ -1,17 +1,19 @@
-"""The annotation page's server: the page itself and a small JSON API over an :class:`Annotation`.
+"""The annotation page's server: the page itself and a small JSON API over a :class:`Workspace`'s open input.
 
 Python's own ``http.server`` (threaded) serves it on localhost: one person, one browser tab, requests that
 take milliseconds once a slice is embedded; no framework or ASGI server is needed for that, and the page
 works offline (its HTML and JavaScript ship in ``samjax/annotate/static``, nothing comes from a CDN).
 
     GET  /                       the page
-    GET  /api/info               the scan (shape, axes), labels, default window, output, mode
+    GET  /api/info               the open scan (shape, axes), labels, default window, output; the inputs
     GET  /api/slice?axis&index&level&width   the slice as a grayscale PNG (window/level on the scan's own
                                  intensities); queues its neighbours' embeddings
     GET  /api/labels?axis&index  the slice's label map as a PNG (pixel value = label index)
     POST /api/prompt {axis, index, object, label, prompt: ["click", x, y, 1|0] | ["box", x0, y0, x1, y1]}
     POST /api/undo   {axis, index, object}
+    POST /api/propose {axis, index}   the auto-mode run's classes on the slice (with --propose)
     POST /api/save   {overwrite}  -> 409 when the output exists and overwrite is false
+    POST /api/open   {input}      opens another input of a folder (its work comes back from disk)
 
 Every error is a JSON ``{"error": "..."}`` (400, or 409 for an existing output) that the page shows; the
 server logs it in one line and keeps running.
@@ -53,16 +55,27 @@ def default_window(array: np.ndarray) -> tuple[float, float]:
 
 
 class AnnotationServer(ThreadingHTTPServer):
-    """Serves ``annotation`` (an :class:`samjax.annotate.session.Annotation`) on ``host:port``."""
+    """Serves ``workspace`` (a :class:`samjax.annotate.workspace.Workspace` with an input open) on ``host:port``."""
 
     daemon_threads = True
 
-    def __init__(self, annotation, labels, host: str = "127.0.0.1", port: int = 8008, log=None):
-        self.annotation, self.labels = annotation, tuple(labels)
+    def __init__(self, workspace, labels, host: str = "127.0.0.1", port: int = 8008, log=None):
+        self.workspace, self.labels = workspace, tuple(labels)
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-        self.window = default_window(annotation.scan.array)
+        self.window = default_window(workspace.current.scan.array)
         self.changes = threading.Lock()  # one change of the annotation at a time, in arrival order
         super().__init__((host, port), _Handler)
+
+    @property
+    def annotation(self):
+        """The open input's :class:`samjax.annotate.session.Annotation`."""
+        return self.workspace.current
+
+    def open(self, index: int) -> dict:
+        if index != self.workspace.index:
+            self.workspace.open(index)
+            self.window = default_window(self.annotation.scan.array)
+        return self.info()
 
     @property
     def url(self) -> str:
@@ -76,7 +89,9 @@ class AnnotationServer(ThreadingHTTPServer):
                 "labels": list(self.labels), "window": list(self.window), "output": a.output,
                 "saved": os.path.exists(a.output), "axis": a.segmenter.axis if a.scan.volume else 2,
                 "objects": [{"axis": k[0], "slice": k[1], "object": k[2], "label": e["label"],
-                             "prompts": len(e["prompts"])} for k, e in a.objects.items()]}
+                             "prompts": len(e["prompts"])} for k, e in a.objects.items()],
+                "inputs": self.workspace.entries(), "current": self.workspace.index,
+                "propose": a.proposer is not None}
 
     def slice_png(self, axis: int, index: int, level: float, width: float) -> bytes:
         a = self.annotation
@@ -128,6 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if url.path in ("/", "/index.html"):
                 return self._static("index.html")
+            if url.path == "/favicon.ico":  # browsers ask for one; the page has none
+                return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
             if url.path.startswith("/static/"):
                 return self._static(url.path[len("/static/"):])
             if url.path == "/api/info":
@@ -172,6 +189,14 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api/undo":
             mask = a.undo(int(body["axis"]), int(body["index"]), int(body.get("object", 1)))
             return self._json({"pixels": 0 if mask is None else int(mask.sum())})
+        if path == "/api/propose":
+            start = time.perf_counter()
+            added = a.propose(int(body["axis"]), int(body["index"]))
+            return self._json({"ms": round(1000 * (time.perf_counter() - start), 1),
+                               "labels": [self.server.labels[v] if v < len(self.server.labels) else str(v)
+                                          for v in added]})
+        if path == "/api/open":
+            return self._json(self.server.open(int(body["input"])))
         if path == "/api/save":
             try:
                 path = a.save(overwrite=bool(body.get("overwrite", False)))

@@ -8,6 +8,11 @@ in order: the first click alone picks the best of SAM's three masks by predicted
 gives one mask with the previous low-res logits fed back, as in SAM's interactive training. Undo replays the
 remaining prompts, so it returns exactly the mask before the last one. Every change is written at once to a
 progress file next to the output (``<output>.progress.json``); a new session on the same output replays it.
+
+With an auto-mode run beside the prompted model (``proposer``), :meth:`Annotation.propose` fills a slice with
+that run's class map, one object per class found (classes already drawn on the slice are left alone). A
+proposed object is corrected like any other: later clicks go to SAM with the proposal's bounding box as the
+box prompt; undo takes the proposal back.
 """
 
 from __future__ import annotations
@@ -33,10 +38,15 @@ class Annotation:
       segmenter: a ``samjax.segmenter.Segmenter`` (its model, class names and intensity mapping).
       output: the label map to write (``.nii.gz`` for volumes, ``.png`` for 2D images).
       cache_slices: how many slice embeddings are kept (least recently used go first).
+      proposer: an auto-mode ``Segmenter`` (one mask per class) for :meth:`propose`, or None.
+      proposal_labels: ``{proposer class index: label value}`` (default: the same numbers).
     """
 
-    def __init__(self, scan: Scan, segmenter, output: str, cache_slices: int = 64):
+    def __init__(self, scan: Scan, segmenter, output: str, cache_slices: int = 64, proposer=None,
+                 proposal_labels=None):
         self.scan, self.segmenter, self.output = scan, segmenter, output
+        self.proposer, self.proposal_labels = proposer, dict(proposal_labels or {})
+        self._proposals: OrderedDict = OrderedDict()  # (axis, slice) -> the proposer's class map, a few kept
         self.image = segmenter.to_uint8(scan.array, scan.path)
         if not scan.volume and self.image.ndim == 2:
             self.image = self.image[..., None]  # 2D: one "slice" along axis 2, channels kept
@@ -48,6 +58,7 @@ class Annotation:
         self._cache_lock = threading.Lock()
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
         self._wanted: set = set()
+        self._closed = False
         self._worker = threading.Thread(target=self._embed_loop, daemon=True)
         self._worker.start()
         self.embedded = 0  # embeddings computed so far (cache misses)
@@ -102,9 +113,18 @@ class Annotation:
                     self._wanted.add(key)
                     self._queue.put((distance, key))
 
+    def close(self) -> None:
+        """Stops the background thread and frees the embeddings (the work is on disk)."""
+        self._closed = True
+        self._queue.put((-1, None))
+        with self._cache_lock:
+            self._cache.clear()
+
     def _embed_loop(self) -> None:
         while True:
             _, key = self._queue.get()
+            if self._closed:
+                return
             try:
                 self.embedding(*key)
             except Exception:  # noqa: BLE001 - a failing slice is reported when it is clicked, not here
@@ -145,6 +165,37 @@ class Annotation:
         self._save_progress()
         return entry["mask"]
 
+    def propose(self, axis: int, index: int) -> list[int]:
+        """Adds the proposer's mask of every class it finds on the slice as object ``1000 + label`` (object
+        number 1 of that label, the page's numbering), except labels the slice already has; returns the
+        labels added."""
+        if self.proposer is None:
+            raise DataError("no auto-mode run to propose classes with: start with --propose RUN")
+        key = self._key(axis, index)
+        classes = self._proposal(*key)
+        taken = {e["label"] for k, e in self.objects.items() if k[:2] == key}
+        added = []
+        for c in (int(v) for v in np.unique(classes) if v > 0):
+            label = self.proposal_labels.get(c, c)
+            if label in taken:
+                continue
+            self.objects[(*key, 1000 + label)] = {"label": label, "prompts": [["propose", c]], "mask": None}
+            added.append(label)
+        self._save_progress()
+        return added
+
+    def _proposal(self, axis: int, index: int) -> np.ndarray:
+        """The proposer's class map ``(H, W)`` of a slice, in the proposer's own intensity mapping."""
+        if (axis, index) not in self._proposals:
+            if not hasattr(self, "_proposer_image"):
+                image = self.proposer.to_uint8(self.scan.array, self.scan.path)
+                self._proposer_image = image if self.scan.volume or image.ndim == 3 else image[..., None]
+            view = (np.take(self._proposer_image, index, axis) if self.scan.volume else self._proposer_image)
+            self._proposals[(axis, index)] = self.proposer.classify((view if view.ndim == 3 else view[..., None])[None])[0][0]
+            while len(self._proposals) > 8:
+                self._proposals.popitem(last=False)
+        return self._proposals[(axis, index)]
+
     def mask(self, axis: int, index: int, obj: int) -> np.ndarray | None:
         key = (*self._key(axis, index), int(obj))
         entry = self.objects.get(key)
@@ -155,10 +206,21 @@ class Annotation:
     def _replay(self, key) -> None:
         """Runs the object's prompts in order (each step feeding its low-res logits to the next)."""
         entry = self.objects[key]
+        if entry["prompts"][0][0] == "propose" and self.proposer is None:
+            raise DataError(f"{self.progress_path} holds classes proposed by an auto-mode run: start with --propose "
+                            "RUN to show them")
+        prompts = entry["prompts"]
+        if prompts[0][0] == "propose":
+            proposal = self._proposal(key[0], key[1]) == int(prompts[0][1])
+            entry["mask"] = proposal
+            if len(prompts) == 1 or not proposal.any():
+                return
+            rows, cols = np.nonzero(proposal)  # the proposal's box, in pixel edges, for the clicks after it
+            prompts = [["box", cols.min(), rows.min(), cols.max() + 1.0, rows.max() + 1.0], *prompts[1:]]
         with self._lock:
             self.predictor.set_embedding(self.embedding(key[0], key[1]))
             low_res, box, points, labels = None, None, [], []
-            for kind, *values in entry["prompts"]:
+            for kind, *values in prompts:
                 if kind == "box":
                     box = np.array(values)
                 else:

@@ -179,6 +179,7 @@ function setupEvents() {
     if (event.key === "ArrowUp" || event.key === "ArrowRight") setSlice(state.index + 1);
     else if (event.key === "ArrowDown" || event.key === "ArrowLeft") setSlice(state.index - 1);
     else if ((event.ctrlKey || event.metaKey) && event.key === "z") undo();
+    else if ((event.key === "p" || event.key === "P") && state.info.propose) propose();
     else if (/^[1-9]$/.test(event.key) && parseInt(event.key, 10) < state.info.labels.length) {
       $("label").value = event.key;
     }
@@ -199,6 +200,8 @@ function setupEvents() {
   $("mode-click").addEventListener("click", () => setMode("click"));
   $("mode-box").addEventListener("click", () => setMode("box"));
   $("undo").addEventListener("click", undo);
+  $("propose").addEventListener("click", propose);
+  $("input").addEventListener("change", () => enqueue(() => openInput(parseInt($("input").value, 10))));
   $("save").addEventListener("click", () => enqueue(() => save(false)));
 }
 
@@ -224,6 +227,37 @@ async function undoNow() {
   }
 }
 
+function propose() {
+  return enqueue(async () => {
+    try {
+      status("proposing...");
+      const result = await api("/api/propose", { axis: state.axis, index: state.index });
+      await refreshLabels();
+      status(result.labels.length ? `proposed ${result.labels.join(", ")} in ${result.ms} ms`
+                                  : "nothing new to propose on this slice");
+    } catch (error) {
+      status(error.message, true);
+    }
+  });
+}
+
+async function openInput(index) {
+  try {
+    status("opening...");
+    showInfo(await api("/api/open", { input: index }));
+    setSlice(Math.floor(sliceCount() / 2));
+    status(openedMessage());
+  } catch (error) {
+    $("input").value = state.info.current;  // the open input stays open
+    status(error.message, true);
+  }
+}
+
+function openedMessage() {
+  const restored = state.info.objects.length;
+  return restored ? `${restored} object(s) restored from earlier work` : "ready";
+}
+
 async function save(overwrite) {
   try {
     const result = await api("/api/save", { overwrite });
@@ -234,14 +268,8 @@ async function save(overwrite) {
   }
 }
 
-async function start() {
-  try {
-    state.info = await api("/api/info");
-  } catch (error) {
-    status(error.message, true);
-    return;
-  }
-  const info = state.info;
+function showInfo(info) {  // the open input: its name, output, axes and window
+  state.info = info;
   $("name").textContent = info.input;
   $("output").textContent = "saves to " + info.output;
   $("axis-box").style.display = info.volume ? "" : "none";
@@ -249,7 +277,26 @@ async function start() {
   $("axis").value = info.axis;
   $("level").value = info.window[0].toPrecision(4);
   $("width").value = info.window[1].toPrecision(4);
-  info.labels.forEach((name, index) => {
+  $("slice").max = sliceCount() - 1;
+  $("input").innerHTML = "";
+  info.inputs.forEach((entry, index) => {
+    const option = document.createElement("option");
+    option.value = index;
+    option.textContent = entry.name + (entry.saved ? " (saved)" : entry.in_progress ? " (in progress)" : "");
+    $("input").appendChild(option);
+  });
+  $("input").value = info.current;
+  $("input-box").style.display = info.inputs.length > 1 ? "" : "none";
+}
+
+async function start() {
+  try {
+    showInfo(await api("/api/info"));
+  } catch (error) {
+    status(error.message, true);
+    return;
+  }
+  state.info.labels.forEach((name, index) => {
     if (index === 0) return;
     const option = document.createElement("option");
     option.value = index;
@@ -257,10 +304,10 @@ async function start() {
     option.style.color = `rgb(${PALETTE[(index - 1) % PALETTE.length].join(",")})`;
     $("label").appendChild(option);
   });
-  $("slice").max = sliceCount() - 1;
+  $("propose").style.display = state.info.propose ? "" : "none";
   setupEvents();
   setSlice(Math.floor(sliceCount() / 2));
-  status(info.objects.length ? `${info.objects.length} object(s) restored from earlier work` : "ready");
+  status(openedMessage());
 }
 
 start();
