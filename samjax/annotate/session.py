@@ -47,6 +47,7 @@ class Annotation:
         self.scan, self.segmenter, self.output = scan, segmenter, output
         self.proposer, self.proposal_labels = proposer, dict(proposal_labels or {})
         self._proposals: OrderedDict = OrderedDict()  # (axis, slice) -> the proposer's class map, a few kept
+        self._proposer_image: np.ndarray | None = None  # the scan in the proposer's uint8 mapping, made on first use
         self.image = segmenter.to_uint8(scan.array, scan.path)
         if not scan.volume and self.image.ndim == 2:
             self.image = self.image[..., None]  # 2D: one "slice" along axis 2, channels kept
@@ -187,7 +188,7 @@ class Annotation:
     def _proposal(self, axis: int, index: int) -> np.ndarray:
         """The proposer's class map ``(H, W)`` of a slice, in the proposer's own intensity mapping."""
         if (axis, index) not in self._proposals:
-            if not hasattr(self, "_proposer_image"):
+            if self._proposer_image is None:
                 image = self.proposer.to_uint8(self.scan.array, self.scan.path)
                 self._proposer_image = image if self.scan.volume or image.ndim == 3 else image[..., None]
             view = (np.take(self._proposer_image, index, axis) if self.scan.volume else self._proposer_image)
