@@ -203,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
             except FileExistsError as e:
                 return self._error(str(e), HTTPStatus.CONFLICT)
             self.server.log(f"annotate: wrote {path}")
-            return self._json({"saved": path})
+            return self._json({"saved": path, "inputs": self.server.workspace.entries()})
         return self._error(f"no such action: {path}", HTTPStatus.NOT_FOUND)
 
     def _static(self, name: str) -> None:

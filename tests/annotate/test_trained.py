@@ -121,6 +121,7 @@ def test_proposals_corrections_and_a_folder_of_inputs(interactive_run, straight_
         wait_status(page, "nothing new")
         page.click("#save")
         wait_status(page, "saved")
+        assert page.locator("#input option").all_inner_texts()[2] == "short.nii.gz (saved)"  # without a reload
     saved = np.asarray(nib.load(tmp_path / "labels" / "short.nii.gz").dataobj)
     np.testing.assert_array_equal(saved[..., 2], auto[..., 2])
     assert not saved[..., [0, 1, 3]].any()

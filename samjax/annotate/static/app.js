@@ -261,6 +261,7 @@ function openedMessage() {
 async function save(overwrite) {
   try {
     const result = await api("/api/save", { overwrite });
+    showInputs(result.inputs, state.info.current);  // this input is now "(saved)"
     status(`saved ${result.saved}`);
   } catch (error) {
     if (error.status === 409 && !overwrite && window.confirm(`${error.message}?`)) return save(true);
@@ -278,15 +279,19 @@ function showInfo(info) {  // the open input: its name, output, axes and window
   $("level").value = info.window[0].toPrecision(4);
   $("width").value = info.window[1].toPrecision(4);
   $("slice").max = sliceCount() - 1;
+  showInputs(info.inputs, info.current);
+}
+
+function showInputs(inputs, current) {  // the input list, each marked "(saved)" or "(in progress)"
   $("input").innerHTML = "";
-  info.inputs.forEach((entry, index) => {
+  inputs.forEach((entry, index) => {
     const option = document.createElement("option");
     option.value = index;
     option.textContent = entry.name + (entry.saved ? " (saved)" : entry.in_progress ? " (in progress)" : "");
     $("input").appendChild(option);
   });
-  $("input").value = info.current;
-  $("input-box").style.display = info.inputs.length > 1 ? "" : "none";
+  $("input").value = current;
+  $("input-box").style.display = inputs.length > 1 ? "" : "none";
 }
 
 async function start() {
