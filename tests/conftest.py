@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 
 from train_runs import INTERACTIVE, losses, run, train_command, xla_flags  # noqa: E402
 
-os.environ["XLA_FLAGS"] = xla_flags()  # -O0: see train_runs.FAST_COMPILE
+os.environ["XLA_FLAGS"] = xla_flags()  # compiled fast: see train_runs.FAST_COMPILE
 
 
 def _own_cpus() -> None:

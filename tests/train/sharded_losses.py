@@ -38,7 +38,8 @@ def batch(cfg, obj, seed):
 
 
 def losses_on(arg, data, fsdp, tensor):
-    cfg = tiny_config(arg, **{"model.drop_path": 0.1})
+    short = {"interactive.click_rounds": 2, "interactive.no_click_rounds": 1} if arg == "interactive" else {}
+    cfg = tiny_config(arg, **{"model.drop_path": 0.1, **short})  # rounds: 2 clicks, the last none
     n = data * fsdp * tensor
     mesh = parallel.make_mesh(data, fsdp, tensor, devices=jax.devices()[:n])
     obj = objective.get(cfg)

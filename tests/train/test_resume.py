@@ -76,22 +76,23 @@ def test_non_finite_loss_stops_with_step_and_term(tmp_path, data_dir):
     assert np.isfinite(list(losses(workdir).values())).all()
 
 
-def test_resume_onto_another_mesh(tmp_path, data_dir, uninterrupted):
-    """Saved on 8 devices as data=2 x fsdp=4, resumed as fsdp=8: the checkpoint reshards on load."""
+def test_resume_onto_another_mesh(tmp_path, straight_run, uninterrupted):
+    """The straight run's checkpoint of step 4 (one device), resumed on 8 devices as data=2 x fsdp=4: the
+    checkpoint reshards on load, and steps 5-8 give the losses of one device."""
     import shutil
 
     workdir = tmp_path / "remesh"
-    first = subprocess.run(train_command(workdir, data_dir, "--config.mesh.data=2", "--config.mesh.fsdp=4"),
-                           cwd=ROOT, env=env(devices=8), capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr[-3000:]
+    shutil.copytree(straight_run, workdir)
     for step in ("6", "8"):
         shutil.rmtree(workdir / "checkpoints" / step)
-    second = subprocess.run(train_command(workdir, data_dir, "--config.mesh.data=1", "--config.mesh.fsdp=8"),
-                            cwd=ROOT, env=env(devices=8), capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "mesh {'data': 1, 'fsdp': 8, 'tensor': 1}" in second.stdout and "resumed from" in second.stdout
-    resumed = losses(workdir)
-    np.testing.assert_allclose([resumed[s] for s in range(1, 9)], [uninterrupted[s] for s in range(1, 9)], rtol=1e-4)
+    data_dir = json.load(open(workdir / "config.json"))["data"]["data_dir"]
+    resumed = subprocess.run(train_command(workdir, data_dir, "--config.mesh.data=2", "--config.mesh.fsdp=4"),
+                             cwd=ROOT, env=env(devices=8), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "mesh {'data': 2, 'fsdp': 4, 'tensor': 1}" in resumed.stdout
+    assert f"resumed from {workdir / 'checkpoints' / '4'}" in resumed.stdout
+    steps = losses(workdir)
+    np.testing.assert_allclose([steps[s] for s in range(1, 9)], [uninterrupted[s] for s in range(1, 9)], rtol=1e-4)
 
 
 def _eval(workdir, *extra):
