@@ -62,6 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.lora_alpha = 4.0
     c.train.lora_encoder_blocks = "all"  # "all" or a list of block indices
     c.train.adapter_encoder_blocks = "all"
+    c.train.prompt_encoder = False  # train the prompt encoder too (SAM's interactive stage does; MedSAM freezes it)
     c.train.num_objects = 4  # prompted modes: objects per image
     c.train.dice_weight = 1.0
     c.train.ce_weight = 1.0

@@ -31,8 +31,10 @@ def _interactive(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         click_rounds=8,        # rounds that add a click drawn from the error region
         no_click_rounds=2,     # rounds without a new click: one at random, one last
         objects="class",       # one object per class present (or "component": per connected component)
-        eval_clicks=5))        # validation: Dice after 1..5 clicks, and with the box
+        eval_clicks=5,         # validation: Dice after 1..5 clicks, and with the box
+        focal_alpha=0.25))     # the focal loss's weight of object pixels (SAM 2's 0.25; -1: unweighted)
     c.train.mode = "point"     # SAM's own mask tokens (no per-class heads)
+    c.train.prompt_encoder = True  # SAM trains the whole model, prompt encoder included
     c.train.num_objects = 4
     c.final_eval_split = "test"
     return c
@@ -48,6 +50,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.data.name = "phantoms/labeled_256"
         return c
     c = _interactive(quickstart.get_config())
+    # A small SAM from random weights, briefly: SAM 2's alpha 0.25 counts a missed object pixel a third of a
+    # false alarm, so a pixel must be 75% sure to come out foreground, and the single-mask output of a model
+    # this young stays below 0 on the objects (the click curve collapsed after the first click; measured).
+    c.interactive.focal_alpha = -1.0
     # Sized for a laptop CPU: 16 objects a step, each decoded 11 times (forward and backward).
     c.train.num_objects = 2
     c.total_steps = 600

@@ -22,7 +22,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.overrides = ml_collections.ConfigDict(dict(
         encoder_embed_dim=96, encoder_depth=4, encoder_num_heads=3, encoder_global_attn_indexes=(1, 3),
         patch_size=8, window_size=8, prompt_embed_dim=128, decoder_mlp_dim=512, decoder_num_heads=4,
-        iou_head_hidden_dim=128, mask_in_chans=8))
+        iou_head_hidden_dim=128, mask_in_chans=16))  # SAM's 16: see configs/tiny.py
     c.data.name = "phantoms/labeled_128"
     c.data.image_size = 128
     c.data.global_batch = 8

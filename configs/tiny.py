@@ -45,7 +45,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.final_eval_split = ""
     overrides = dict(TINY_TINY_VIT if c.model.encoder == "vit_t" else TINY_VIT)
     if arg == "interactive":  # prompts need a wider decoder: 32 wide gives only 4 channels to draw masks with
-        overrides.update(prompt_embed_dim=64, decoder_mlp_dim=128, iou_head_hidden_dim=64, mask_in_chans=8)
+        # and SAM's 16 mask channels: the first LayerNorm of the mask path normalizes over mask_in_chans // 4
+        # channels, so 4 would erase the fed-back mask and 8 keep only a sign of it
+        overrides.update(prompt_embed_dim=64, decoder_mlp_dim=128, iou_head_hidden_dim=64, mask_in_chans=16)
     c.model.overrides = ml_collections.ConfigDict(overrides)
     c.data.name = "phantoms/labeled_64"
     c.data.image_size = 64

@@ -17,7 +17,7 @@ def train_command(workdir, data_dir, *extra, arg: str = ""):
             "--config.checkpoint_every_steps=2", *extra]
 
 
-INTERACTIVE_STEPS = 600  # learning to use clicks from random weights takes a few hundred steps
+INTERACTIVE_STEPS = 1200  # single-mask corrections are learned after the multimask first click: ~1000 steps
 # Two click rounds and the last without one, not SAM's 8 + 2: a third of the decoder passes, the same
 # mechanism (tests/train/test_interactive.py runs SAM's schedule), and no worse a model after 600 steps.
 INTERACTIVE = (f"--config.total_steps={INTERACTIVE_STEPS}", "--config.interactive.click_rounds=2",

@@ -16,6 +16,11 @@ prompt encoder and mask decoder ``1 + R`` times on it, as the SAM paper's traini
    its single-mask output. Masks fed back and clicks are constants: gradients stop between rounds.
 3. The loss of every round is SAM's (focal 20 : Dice 1, plus the IoU head's MSE), averaged over the
    ``1 + R`` rounds. The rounds are a ``jax.lax.scan``: the whole step is one program on the mesh.
+   The focal loss weighs object pixels by ``interactive.focal_alpha`` (SAM 2's 0.25 for SAM's weights;
+   the small models trained from random weights use -1, no weighting: see ``configs/interactive.py``).
+
+The whole model learns, prompt encoder included (``train.prompt_encoder``, as SAM's interactive stage):
+its embeddings of clicks, boxes and "not a point", and the convolutions that carry the fed-back mask.
 
 Clicks are sampled on the low-resolution mask grid (the decoder's output, ``S/4`` for SAM's 16-px
 patches) and placed at the centre of their cell in input pixels.
@@ -144,13 +149,14 @@ def interactive_loss(model, batch: dict, key, cfg, dtype=jnp.float32):
     candidates = jnp.where((~use_box)[:, None], multi[None], ~multi[None]).reshape(b, k, t)
     pixel_weights = supervised.low_res(batch["valid"], size)
     shape = (b, k, size, size)
+    alpha = float(c.get("focal_alpha", 0.25))
     first, first_terms = losses.prompted_loss(masks0.reshape(b, k, t, size, size), iou0.reshape(b, k, t),
                                               targets.reshape(shape), batch["object_valid"],
-                                              weights=pixel_weights, candidates=candidates)
+                                              weights=pixel_weights, candidates=candidates, focal_alpha=alpha)
 
     def later(m, i):
         return losses.prompted_loss(m.reshape(b, k, 1, size, size), i.reshape(b, k, 1), targets.reshape(shape),
-                                    batch["object_valid"], weights=pixel_weights)
+                                    batch["object_valid"], weights=pixel_weights, focal_alpha=alpha)
 
     rest, rest_terms = jax.vmap(later)(masks, ious)
     rounds = 1 + masks.shape[0]
@@ -179,6 +185,10 @@ class InteractiveTraining(Objective):
                 raise ConfigError(f"interactive.{field}={c[field]} must be >= 0 (SAM: 8 click rounds, 2 without)")
         if not 0.0 <= float(c.box_probability) <= 1.0:
             raise ConfigError(f"interactive.box_probability={c.box_probability} must be in [0, 1] (SAM: 0.5)")
+        alpha = float(c.get("focal_alpha", 0.25))
+        if alpha > 1.0:
+            raise ConfigError(f"interactive.focal_alpha={alpha} must be in [0, 1], or negative for no weighting "
+                              "(SAM 2: 0.25)")
         if int(c.eval_clicks) < 1:
             raise ConfigError(f"interactive.eval_clicks={c.eval_clicks} must be >= 1")
         if int(cfg.train.num_objects) < 1:

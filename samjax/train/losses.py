@@ -199,7 +199,8 @@ def iou_prediction_loss(iou_pred, logits, targets, weights=None):
 
 
 def prompted_loss(logits, iou_pred, targets, object_valid, focal_weight: float = 20.0,
-                  dice_weight: float = 1.0, iou_weight: float = 1.0, weights=None, candidates=None):
+                  dice_weight: float = 1.0, iou_weight: float = 1.0, weights=None, candidates=None,
+                  focal_alpha: float = 0.25):
     """SAM's training loss for prompted masks: ``(total, {"focal", "dice", "iou"})``, float32.
 
     Args:
@@ -209,13 +210,14 @@ def prompted_loss(logits, iou_pred, targets, object_valid, focal_weight: float =
       object_valid: ``(B, K)`` bool; False marks padding objects, which contribute nothing (to the
         value or the gradient).
       focal_weight, dice_weight, iou_weight: SAM paper's 20 : 1 focal : dice, plus IoU MSE at 1.
+      focal_alpha: the focal loss's weight of positive pixels (SAM 2: 0.25; < 0: unweighted).
       weights: optional ``(B, h, w)`` valid-pixel map for image padding (see module docstring).
       candidates: optional ``(B, K, M)`` bool: the masks each object may choose from (the rest count
         nowhere); e.g. all ``M = 4`` tokens predicted, the ambiguous objects choosing among tokens 1-3
         and the others taking token 0.
 
     For each object and candidate mask ``m``: ``mask_loss[m] = focal_weight * focal[m] +
-    dice_weight * dice[m]`` (per-mask :func:`sigmoid_focal_loss` with alpha 0.25, gamma 2, and
+    dice_weight * dice[m]`` (per-mask :func:`sigmoid_focal_loss` with ``focal_alpha``, gamma 2, and
     :func:`binary_dice_loss`). With ``M > 1`` (multimask output) only the candidate of lowest
     ``mask_loss`` is trained on the mask loss ("we backprop only the minimum loss over masks", SAM
     paper), while the IoU loss :func:`iou_prediction_loss` applies to all ``M`` candidates (mean over
@@ -229,7 +231,7 @@ def prompted_loss(logits, iou_pred, targets, object_valid, focal_weight: float =
         raise ValueError(f"logits must be (B, K, M, h, w), got shape {x.shape}")
     t = _f32(targets)[:, :, None]                                            # (B, K, 1, h, w)
     w = None if weights is None else _f32(weights)[:, None, None]            # (B, 1, 1, h, w)
-    focal = sigmoid_focal_loss(x, t, weights=w)                              # (B, K, M)
+    focal = sigmoid_focal_loss(x, t, alpha=focal_alpha, weights=w)           # (B, K, M)
     dice = binary_dice_loss(x, t, weights=w)
     iou = iou_prediction_loss(iou_pred, x, t, weights=w)
     mask_loss = focal_weight * focal + dice_weight * dice

@@ -15,8 +15,12 @@ except LoRA or adapter weights, which would be silently lost.
 - ``peft=lora|adapter``: the LoRA/adapter parameters inside the scope, plus the decoder's per-token
   heads (mask tokens, hypernetwork MLPs, IoU head), which must be learned when classes change.
 
-The prompt encoder is always frozen (auto mode uses its default embeddings; prompted modes use
-SAM's as they are). Everything else keeps its loaded values bit for bit.
+``train.prompt_encoder`` adds every parameter of the prompt encoder (point, box, "not a point" and
+"no mask" embeddings, the mask-downscaling convolutions) to what is trained, whatever the PEFT: SAM's
+interactive stage trains the whole model, and a model that starts from random or auto-mode weights has no
+other way to learn what a click or a fed-back mask means (on in ``configs/interactive.py``). Off, the
+prompt encoder keeps SAM's embeddings as they are (MedSAM-style tuning; auto mode uses only "no mask").
+Everything else keeps its loaded values bit for bit.
 """
 
 from __future__ import annotations
@@ -73,14 +77,16 @@ def _checkpoint_params(path: str, which: str = "latest") -> dict[str, np.ndarray
     return read_checkpoint(path)[1]
 
 
-def load_matching(model: Sam, params: dict[str, np.ndarray], source: str) -> list[str]:
-    """Loads ``params`` into ``model``; returns the heads left at their initialization (shape changed).
+def load_matching(model: Sam, params: dict[str, np.ndarray], source: str, new_heads: bool = False) -> list[str]:
+    """Loads ``params`` into ``model``; returns the heads left at their initialization (shape changed, or
+    every head with ``new_heads``: the tokens mean something else now).
 
     Every other parameter must be present with its exact shape (after position-embedding resizing).
     """
     shapes = param_shapes(model)
     params = resize_position_embeddings(params, shapes)
-    reinit = sorted(k for k in shapes if HEAD_PATTERN.match(k) and (k not in params or params[k].shape != shapes[k]))
+    reinit = sorted(k for k in shapes if HEAD_PATTERN.match(k)
+                    and (new_heads or k not in params or params[k].shape != shapes[k]))
     problems = [f"  {k}: missing" for k in shapes if k not in params and k not in reinit and not _is_new(k)]
     problems += [f"  {k}: checkpoint {params[k].shape} vs model {shapes[k]}" for k in shapes
                  if k in params and k not in reinit and params[k].shape != shapes[k]]
@@ -142,9 +148,13 @@ def finish_model(model, cfg, log=print):
     LoRA/adapter weights load too (a plain SAM has none: they keep their initialization)."""
     if cfg.init_checkpoint:
         path = os.path.expanduser(cfg.init_checkpoint)
-        reinit = load_matching(model, _checkpoint_params(path, cfg.get("init_checkpoint_which", "latest")), path)
+        switched = _tokens_switched(path, cfg)
+        reinit = load_matching(model, _checkpoint_params(path, cfg.get("init_checkpoint_which", "latest")), path,
+                               new_heads=switched)
         tokens = model.mask_decoder.num_mask_tokens
-        log(f"loaded {path}" + (f"; re-initialized {len(reinit)} head tensors for {tokens} mask tokens" if reinit else ""))
+        why = " (the run's tokens were per class, these are SAM's, or the other way)" if switched else ""
+        log(f"loaded {path}" + (f"; re-initialized {len(reinit)} head tensors for {tokens} mask tokens{why}"
+                                if reinit else ""))
     else:
         log(f"no init_checkpoint: {cfg.model.encoder} starts from random weights")
     if cfg.model.drop_path:
@@ -153,6 +163,19 @@ def finish_model(model, cfg, log=print):
         encoder_switches.set_remat(model, True)
     encoder_switches.set_attention(model, cfg.model.get("attention", "auto"))
     return model
+
+
+def _tokens_switched(path: str, cfg) -> bool:
+    """Whether ``path`` is a samjax run whose mask tokens meant classes while ``cfg``'s are SAM's (or the other
+    way): same shapes maybe (4 classes, 4 tokens), but a class head is no prompt head, so the heads restart."""
+    if not cfg.get("model") or not os.path.isfile(os.path.join(path, "config.json")):
+        return False  # a converted SAM or a .pth: SAM's own tokens
+    from samjax.train.run_info import run_config
+
+    source = run_config(path)
+    if "train" not in source:
+        return False
+    return per_class_tokens(source) != per_class_tokens(cfg)
 
 
 def _blocks(value):
@@ -166,8 +189,14 @@ def trainable_filter(cfg):
     decoder = nnx.PathContains("mask_decoder")
     encoder = nnx.PathContains("image_encoder")
     in_scope = nnx.Any(decoder, encoder) if cfg.train.scope == "encoder_decoder" else decoder
+    prompts = nnx.All(nnx.Param, nnx.PathContains("prompt_encoder")) if train_prompt_encoder(cfg) else False
     if cfg.train.peft == "none":
-        return nnx.All(nnx.Param, in_scope)
+        return nnx.Any(nnx.All(nnx.Param, in_scope), prompts)
     kind = nnx.LoRAParam if cfg.train.peft == "lora" else peft.AdapterParam
     heads = nnx.Any(*(nnx.PathContains(n) for n in ("mask_tokens", "output_hypernetworks_mlps", "iou_prediction_head")))
-    return nnx.Any(nnx.All(nnx.OfType(kind), in_scope), nnx.All(nnx.Param, decoder, heads))
+    return nnx.Any(nnx.All(nnx.OfType(kind), in_scope), nnx.All(nnx.Param, decoder, heads), prompts)
+
+
+def train_prompt_encoder(cfg) -> bool:
+    """``train.prompt_encoder`` (absent in configs written before it existed: frozen, as they trained)."""
+    return bool(cfg.train.get("prompt_encoder", False))

@@ -118,6 +118,54 @@ def test_full_size_grid_points_name_their_encoder():
                     assert spec.encoder_global_attn_indexes == get_spec(encoder).encoder_global_attn_indexes
 
 
+@pytest.mark.parametrize("peft", strategy.PEFTS)
+def test_prompt_encoder_switch(peft):
+    # SAM's interactive stage trains the prompt encoder (configs/interactive.py); fine-tuning keeps it frozen
+    # unless train.prompt_encoder says otherwise, whatever the PEFT.
+    def trained(cfg):
+        model = strategy.build_sam(cfg, None)
+        return {".".join(map(str, k)) for k, _ in nnx.to_flat_state(nnx.state(model, strategy.trainable_filter(cfg)))}
+
+    cfg = tiny_config(f"vit_b,decoder,{peft}", **{"train.mode": "box"})
+    assert not any(n.startswith("prompt_encoder") for n in trained(cfg))
+    cfg.train.prompt_encoder = True
+    names = {n for n in trained(cfg) if n.startswith("prompt_encoder")}
+    assert {"prompt_encoder.no_mask_embed", "prompt_encoder.not_a_point_embed", "prompt_encoder.mask_conv1.kernel",
+            "prompt_encoder.mask_conv3.kernel", "prompt_encoder.point_embeddings.1"} <= names
+    assert "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix" not in names  # a fixed buffer, as Meta's
+    assert tiny_config("interactive").train.prompt_encoder
+
+
+def test_heads_restart_when_tokens_change_meaning(tmp_path, monkeypatch):
+    # An auto-mode run with 3 foreground classes has 4 mask tokens, as SAM: same shapes, but its token 0 is the
+    # background head. A prompted run started from it re-initializes every per-token head (and the other way).
+    import json
+
+    from samjax.params import flat_params
+
+    auto = tiny_config(**{"data.classes": "body,liver,kidney"})
+    source = strategy.build_model(auto, 4, log=lambda m: None)
+    saved = {k: np.asarray(v) + 1.0 for k, v in flat_params(source).items()}  # unlike any initialization
+    run = tmp_path / "auto_run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(auto.to_dict()))
+    monkeypatch.setattr(strategy, "_checkpoint_params", lambda path, which="latest": saved)  # without Orbax
+    logs = []
+    prompted = strategy.build_model(tiny_config(**{"train.mode": "box", "init_checkpoint": str(run)}), 4,
+                                    log=logs.append)
+    again = strategy.build_model(tiny_config(**{"init_checkpoint": str(run)}), 4, log=lambda m: None)
+    loaded, kept = flat_params(prompted), flat_params(again)
+    heads = [k for k in loaded if strategy.HEAD_PATTERN.match(k)]
+    assert heads and "re-initialized" in logs[-1] and "per class" in logs[-1]
+    for k, v in loaded.items():
+        if k in heads:
+            assert not np.array_equal(np.asarray(v), saved[k]), k
+        else:
+            np.testing.assert_array_equal(np.asarray(v), saved[k], err_msg=k)
+    for k, v in kept.items():  # auto to auto: every tensor loaded
+        np.testing.assert_array_equal(np.asarray(v), saved[k], err_msg=k)
+
+
 def test_bad_strategy_names():
     with pytest.raises(ValueError, match="train.scope must be one of"):
         strategy.build_model(tiny_config(**{"train.scope": "everything"}), 6)
