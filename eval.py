@@ -4,6 +4,7 @@
     python eval.py --workdir runs/quickstart --checkpoint best --per volume --split validation
     python eval.py --workdir runs/quickstart --checkpoint 800 --output /tmp/step800
     python eval.py --workdir runs/interactive --clicks 20                 # box, then 1..20 clicks; NoC@85/90
+    python eval.py --workdir runs/interactive --protocol box_corrections  # CVPR 2025 challenge: box + 5 corrections
     python eval.py --config configs/finetune.py:vit_b,decoder,none --config.init_checkpoint=ckpt/sam_vit_b \
         --config.train.mode=box --config.data.name=liver --output runs/zero_shot_b --clicks 5 --amg   # zero-shot
 
@@ -18,7 +19,9 @@ Without ``--workdir`` the model is ``--config``'s as loaded from its ``init_chec
 the zero-shot baselines), written to ``--output``. ``--clicks N`` adds the interactive protocol (a box,
 then 1..N clicks, each at the largest error) for any model with SAM's own mask tokens, in ``OUTPUT/clicks``;
 ``--amg`` adds the automatic mask generator, its masks matched to the labels (``samjax/train/amg_eval.py``),
-in ``OUTPUT/amg``. A bad value ends in one line naming it.
+in ``OUTPUT/amg``. ``--protocol box_corrections`` adds the CVPR 2025 interactive challenge's counting (a box,
+then 5 corrections; DSC, NSD, DSC_AUC, NSD_AUC; ``samjax/train/box_corrections.py``) in
+``OUTPUT/box_corrections``. A bad value ends in one line naming it.
 """
 
 import os
@@ -37,6 +40,9 @@ _OUTPUT = flags.DEFINE_string("output", None, "folder for the results (default: 
 _OVERLAYS = flags.DEFINE_integer("overlays", 3, "write the best / median / worst overlays (0: none)")
 _CLICKS = flags.DEFINE_integer("clicks", 0, "the interactive protocol with a box and 1..N clicks (interactive runs: "
                                "default interactive.eval_clicks)")
+_PROTOCOL = flags.DEFINE_enum("protocol", "", ["", "box_corrections"],
+                              "box_corrections: the CVPR 2025 interactive challenge's counting, a box then 5 "
+                              "corrections (DSC, NSD, their AUCs), in OUTPUT/box_corrections")
 _AMG = flags.DEFINE_bool("amg", False, "also score the automatic mask generator, masks matched to the labels")
 _AMG_POINTS = flags.DEFINE_integer("amg_points_per_side", 32, "the generator's grid of point prompts per side")
 
@@ -89,7 +95,8 @@ def main(argv):
             raise ConfigError("--clicks must be >= 0 and --amg_points_per_side >= 1")
         split = _SPLIT.value or cfg.get("final_eval_split", "") or "test"
         objective, mesh, data, trainable = trainer.setup(cfg)
-        for flag, on in (("--clicks", _CLICKS.value > 0 and objective.name != "interactive"), ("--amg", _AMG.value)):
+        for flag, on in (("--clicks", _CLICKS.value > 0 and objective.name != "interactive"), ("--amg", _AMG.value),
+                         ("--protocol", bool(_PROTOCOL.value))):
             if on:
                 _check_prompted(objective, cfg, flag)
         final = split == (cfg.get("final_eval_split", "") or "test")
@@ -107,6 +114,11 @@ def main(argv):
 
             click_eval.evaluate_clicks(cfg, trainable, params, frozen, mesh, names, os.path.join(out, "clicks"),
                                        split, _CLICKS.value)
+        if _PROTOCOL.value == "box_corrections":
+            from samjax.train import box_corrections
+
+            box_corrections.evaluate_box_corrections(cfg, trainable, params, frozen, mesh, names,
+                                                     os.path.join(out, "box_corrections"), split, _TOLERANCE.value)
         if _AMG.value:
             _evaluate_amg(cfg, trainable, params, frozen, mesh, names, os.path.join(out, "amg"), split)
     except (ConfigError, CheckpointError, DataError) as e:

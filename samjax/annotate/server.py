@@ -103,6 +103,15 @@ class AnnotationServer(ThreadingHTTPServer):
         a.prefetch(axis, index)
         return _png(gray)
 
+    def prompts(self, axis: int, index: int) -> list[dict]:
+        """The objects on a slice with their prompts in the order given (``["click", x, y, 1|0]``,
+        ``["box", x0, y0, x1, y1]``, ``["propose", class]``), so the page can draw them."""
+        a = self.annotation
+        a.slice_image(axis, index)  # checks the index
+        axis = axis if a.scan.volume else 2
+        return [{"object": obj, "label": e["label"], "prompts": list(e["prompts"])}
+                for (ax, k, obj), e in list(a.objects.items()) if ax == axis and (k == index or not a.scan.volume)]
+
     def labels_png(self, axis: int, index: int) -> bytes:
         a = self.annotation
         h, w = a.slice_image(axis, index).shape[:2]
@@ -157,6 +166,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, body, "image/png")
             if url.path == "/api/labels":
                 return self._send(200, self.server.labels_png(axis, index), "image/png")
+            if url.path == "/api/prompts":
+                return self._json({"objects": self.server.prompts(axis, index)})
             return self._error(f"no such page: {url.path}", HTTPStatus.NOT_FOUND)
         except (DataError, ValueError) as e:
             return self._error(str(e))

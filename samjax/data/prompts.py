@@ -49,6 +49,15 @@ def point_from_mask(mask: np.ndarray, rng: np.random.Generator, num: int = 1) ->
     return np.stack([cols[pick] + 0.5, rows[pick] + 0.5], -1).astype(np.float32)
 
 
+def innermost_point(mask: np.ndarray) -> np.ndarray:
+    """``(1, 2)`` float32 xy pixel centre of a non-empty mask's innermost pixel: the maximum of the Euclidean
+    distance to the outline (the image border counting as outline), the first in row-major order on a tie.
+    Interactive-segmentation benchmarks (RITM, SimpleClick) put the first click there."""
+    distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    row, col = np.unravel_index(int(np.argmax(distance)), mask.shape)
+    return np.array([[col + 0.5, row + 0.5]], np.float32)
+
+
 def _downsample_any(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bool ``mask`` reduced to ``shape`` by integer blocks: a cell is True if any pixel in it is."""
     fy, fx = mask.shape[0] // shape[0], mask.shape[1] // shape[1]
@@ -68,7 +77,8 @@ class SimulatePrompts(grain.transforms.RandomMap):
       Gaussian noise of std ``min(box_noise * side, box_noise_max)`` (side = box width for x, height
       for y; SAM: "standard deviation equal to 10% of the box sidelength, to a maximum of 20
       pixels"), then clipped to the valid image extent and ordered x0 <= x1, y0 <= y1;
-    * ``points (K, P, 2)`` float32: xy pixel centers from the object's interior (:func:`point_from_mask`);
+    * ``points (K, P, 2)`` float32: xy pixel centers from the object's interior (:func:`point_from_mask`),
+      or with ``innermost`` (P = 1) the object's innermost pixel (:func:`innermost_point`, evaluation);
     * ``point_labels (K, P)`` int32: 1, or -1 for padding objects;
     * ``object_class (K,)`` int32 (0 for padding), ``object_valid (K,)`` bool;
     * ``object_masks (K, S/4, S/4)`` bool low-resolution targets: ``low_res_label == class`` in
@@ -91,12 +101,15 @@ class SimulatePrompts(grain.transforms.RandomMap):
     objects: str = "class"
     num_classes: int | None = None
     full_masks: bool = False
+    innermost: bool = False
 
     def __post_init__(self):
         if self.objects not in OBJECT_MODES:
             raise ValueError(f"objects must be one of {OBJECT_MODES}, got {self.objects!r}")
         if self.num_objects < 1 or self.num_points < 1:
             raise ValueError(f"num_objects and num_points must be >= 1, got {self.num_objects}, {self.num_points}")
+        if self.innermost and self.num_points != 1:
+            raise ValueError(f"innermost gives one point per object, got num_points={self.num_points}")
 
     def _find_objects(self, label: np.ndarray) -> list[tuple[int, tuple[slice, slice], np.ndarray]]:
         """``(class, bounding-box slices, mask cropped to them)`` of every object, in a fixed order."""
@@ -137,7 +150,7 @@ class SimulatePrompts(grain.transforms.RandomMap):
         for slot, index in enumerate(rng.permutation(len(found))[:k]):
             c, (rows, cols), crop = found[index]
             offset = np.array([cols.start, rows.start], np.float32)
-            points[slot] = point_from_mask(crop, rng, p) + offset
+            points[slot] = (innermost_point(crop) if self.innermost else point_from_mask(crop, rng, p)) + offset
             point_labels[slot] = 1
             object_class[slot] = c
 
@@ -171,19 +184,33 @@ class SimulatePrompts(grain.transforms.RandomMap):
         }
 
 
-def _depth(region: jax.Array) -> jax.Array:
-    """int32 city-block distance of each True pixel of bool ``(..., H, W)`` to the nearest False pixel
-    or the image border (1 on the outline, 0 outside), by repeated 4-neighbour erosion."""
-    pad = [(0, 0)] * (region.ndim - 2) + [(1, 1), (1, 1)]
+def euclidean_depth(region: jax.Array, rows_per_pass: int = 32) -> jax.Array:
+    """Squared Euclidean distance (int32) of each True pixel of bool ``(..., H, W)`` to the nearest False
+    pixel, the pixels beyond the image border counting as False (1 on the outline, 0 outside): scipy's
+    ``distance_transform_edt`` of the mask padded by one False pixel, squared, as RITM places clicks.
 
-    def erode(carry):
-        depth, current = carry
-        q = jnp.pad(current, pad)
-        inner = current & q[..., :-2, 1:-1] & q[..., 2:, 1:-1] & q[..., 1:-1, :-2] & q[..., 1:-1, 2:]
-        return depth + current, inner
+    Exact and separable: along each row the nearest False pixel on either side (running max / min of
+    indices), then along each column ``min_y' (g[y'] + (y - y')^2)``, ``rows_per_pass`` output rows at a
+    time (memory ``rows_per_pass * H * W`` per mask).
+    """
+    h, w = region.shape[-2:]
+    x = jnp.arange(w, dtype=jnp.int32)
+    left = jax.lax.cummax(jnp.where(region, -1, x), axis=region.ndim - 1)
+    right = jax.lax.cummin(jnp.where(region, w, x), axis=region.ndim - 1, reverse=True)
+    row = jnp.minimum(x - left, right - x)  # 0 on False pixels
+    y = jnp.arange(h, dtype=jnp.int32)
+    border = jnp.minimum(y + 1, h - y) ** 2  # the False pixels above and below the image
 
-    depth, _ = jax.lax.while_loop(lambda c: c[1].any(), erode, (jnp.zeros(region.shape, jnp.int32), region))
-    return depth
+    def one(g):  # (H, W) squared row distances -> (H, W) squared distances
+        def rows(yy):
+            return jnp.min(g[None] + ((yy[:, None] - y[None]) ** 2)[..., None], axis=1)
+
+        blocks = jnp.pad(y, (0, -h % rows_per_pass)).reshape(-1, rows_per_pass)
+        out = jax.lax.map(rows, blocks).reshape(-1, w)[:h]
+        return jnp.minimum(out, border[:, None])
+
+    flat = (row ** 2).reshape((-1, h, w))
+    return jax.lax.map(one, flat).reshape(region.shape) * region
 
 
 def next_click(key: jax.Array, pred_masks, gt_masks, valid=None, scale: float = 1.0, mode: str = "uniform"):
@@ -195,9 +222,10 @@ def next_click(key: jax.Array, pred_masks, gt_masks, valid=None, scale: float = 
       valid: optional bool ``(..., H, W)``; errors where it is False (image padding) are ignored.
       scale: factor from mask pixels to the input frame (4.0 for SAM's low-resolution masks).
       mode: ``"uniform"``: any error pixel, uniformly (the SAM paper); ``"center"``: uniformly among
-        the error pixels farthest (city-block) from their error region's outline, false negatives and
-        false positives taken apart and the image border counting as outline (the clicks of
-        interactive-segmentation benchmarks: the middle of the largest error).
+        the error pixels farthest (Euclidean, :func:`euclidean_depth`) from their error region's outline,
+        false negatives and false positives taken apart and the image border counting as outline (the
+        clicks of interactive-segmentation benchmarks, RITM's and SimpleClick's: the innermost point of
+        the largest error).
 
     Returns:
       ``points (..., 2)`` float32 xy ``(col + 0.5, row + 0.5) * scale`` and ``labels (...,)`` int32:
@@ -212,7 +240,7 @@ def next_click(key: jax.Array, pred_masks, gt_masks, valid=None, scale: float = 
         error = error & jnp.asarray(valid, bool)
     gt = jnp.broadcast_to(gt, error.shape)
     if mode == "center":  # false negatives and false positives are separate regions, even where they touch
-        depths = _depth(jnp.stack([error & gt, error & ~gt]))
+        depths = euclidean_depth(jnp.stack([error & gt, error & ~gt]))
         depth = depths[0] + depths[1]
         error = error & (depth == depth.max((-2, -1), keepdims=True))
     h, w = error.shape[-2:]

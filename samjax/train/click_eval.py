@@ -6,11 +6,12 @@ each evaluation image (each class present, or with ``interactive.objects="compon
 component; ``samjax.data.prompts.SimulatePrompts`` finds them, up to ``K`` per image):
 
 * **box**: the object's tight bounding box alone, SAM's single-mask output;
-* **click 1**: a point inside the object, away from its outline (drawn once, fixed by the seed); of the
-  three multimask outputs the one of highest predicted IoU, as SAM's predictor answers an ambiguous click;
-* **click k > 1**: every earlier click plus one at the error pixel farthest from the outline of its error
-  region (false negatives and false positives apart: positive on a miss, negative on a false alarm), the
-  previous low-res logits fed back as the mask prompt.
+* **click 1**: at the object's innermost pixel (the maximum of the Euclidean distance to its outline); of
+  the three multimask outputs the one of highest predicted IoU, as SAM's predictor answers an ambiguous click;
+* **click k > 1**: every earlier click plus one at the error pixel farthest (Euclidean) from the outline of
+  its error region (false negatives and false positives apart: positive on a miss, negative on a false
+  alarm), the previous low-res logits fed back as the mask prompt. RITM and SimpleClick place clicks so,
+  which makes NoC comparable with published numbers.
 
 Masks are scored at the input resolution (low-res logits upsampled bilinearly, > 0) on the image's real
 pixels. Per object: Dice and IoU after the box and after each click, and NoC@85 / NoC@90, the number of
@@ -35,9 +36,9 @@ from samjax.train.objective import eval_batches, gather_rows, jit_once
 
 KEYS = ("image", "valid", "boxes", "points", "object_valid", "object_masks", "object_class", "object_masks_full")
 NOC_THRESHOLDS = (0.85, 0.90)
-PROTOCOL = ("tight box alone; first click inside the object (best of 3 masks by predicted IoU), each next click "
-            "at the error pixel farthest from its error region's outline, previous logits fed back; scored at the "
-            "input resolution; NoC capped at the number of clicks")
+PROTOCOL = ("tight box alone; first click at the object's innermost pixel (best of 3 masks by predicted IoU), each "
+            "next click at the error pixel farthest (Euclidean) from its error region's outline, previous logits fed "
+            "back; scored at the input resolution; NoC capped at the number of clicks")
 
 
 def click_protocol(model, batch: dict, num_clicks: int, dtype=jnp.float32) -> dict:
@@ -127,7 +128,7 @@ def _prompts(cfg, num_classes: int) -> SimulatePrompts:
     objects = str(cfg.get("interactive", {}).get("objects", "class"))
     k = max(int(cfg.train.num_objects), num_classes - 1) if objects == "class" else int(cfg.train.num_objects)
     return SimulatePrompts(num_objects=k, num_points=1, box_noise=0.0, objects=objects, num_classes=num_classes,
-                           full_masks=True)
+                           full_masks=True, innermost=True)
 
 
 def run_clicks(cfg, trainable, params, frozen, mesh, class_names: Sequence[str], num_clicks: int,

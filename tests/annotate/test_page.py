@@ -1,5 +1,6 @@
 """The annotation page in headless Chromium (Debian's, driven by Playwright): the slice shows, a click draws the
-mask over it in the label's colour, a correction click and undo act on it, and save writes the label map in
+mask over it in the label's colour with the click drawn (green inside, red outside), a correction click and
+undo act on it, and save writes the label map in
 the scan's geometry, asking before it replaces the file."""
 
 import nibabel as nib
@@ -34,8 +35,14 @@ def test_click_correct_undo_and_save_in_the_browser(page_and_server):
     reference = Annotation(read_scan(str(tmp_path / "ct.nii.gz")), server.annotation.segmenter, str(tmp_path / "r.nii.gz"))
     first = reference.add_prompt(2, 1, 1001, ["click", 20.5, 15.5, 1], label=1)
     assert first[15, 20], "the tiny SAM's mask should hold the clicked pixel"
-    red = canvas_rgb(page, 20, 15)
+    rows, cols = np.nonzero(first)
+    far = np.hypot(rows - 15, cols - 20) >= 3  # away from the click's marker
+    y, x = int(rows[far][0]), int(cols[far][0])
+    red = canvas_rgb(page, x, y)
     assert red[0] > red[1] + 40 and red[0] > red[2] + 40  # the liver's colour over the slice
+    green = canvas_rgb(page, 20, 15)
+    assert green[1] > green[0] + 100 and green[1] > green[2] + 100  # the click drawn where it was made (inside)
+    assert page.evaluate("state.prompts") == [{"object": 1001, "label": 1, "prompts": [["click", 20.5, 15.5, 1]]}]
 
     page.evaluate("document.getElementById('status').textContent = ''")
     click(page, 45, 35, button="right")  # outside: a correction
@@ -44,6 +51,7 @@ def test_click_correct_undo_and_save_in_the_browser(page_and_server):
     page.keyboard.press("Control+z")  # queued after the correction: the page runs changes in order
     wait_status(page, "undone")
     np.testing.assert_array_equal(server.annotation.mask(2, 1, 1001), first)
+    assert len(page.evaluate("state.prompts")[0]["prompts"]) == 1  # the correction's marker is gone with it
 
     page.click("#save")
     wait_status(page, "saved")

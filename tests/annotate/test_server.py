@@ -55,6 +55,9 @@ def test_a_click_gives_a_mask_that_undo_and_save_handle(server):
     labels = np.asarray(Image.open(io.BytesIO(_get(server, "/api/labels?axis=2&index=1")[1])))
     assert labels.shape == (30, 36) and set(np.unique(labels)) == {0, 1} and (labels == 1).sum() == result["pixels"]
     assert not np.asarray(Image.open(io.BytesIO(_get(server, "/api/labels?axis=2&index=2")[1]))).any()
+    prompts = json.loads(_get(server, "/api/prompts?axis=2&index=1")[1])  # what the page draws over the slice
+    assert prompts == {"objects": [{"object": 1, "label": 1, "prompts": [["click", 20.5, 14.5, 1]]}]}
+    assert json.loads(_get(server, "/api/prompts?axis=2&index=2")[1]) == {"objects": []}
 
     for bad, message in [({"axis": 2, "index": 1, "label": 1, "prompt": ["click", 99, 3, 1]}, "lies outside"),
                          ({"axis": 2, "index": 9, "label": 1, "prompt": ["click", 3, 3, 1]}, "outside the scan"),

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from samjax.data.prompts import SimulatePrompts, box_from_mask, next_click, point_from_mask
+from samjax.data.prompts import (SimulatePrompts, box_from_mask, euclidean_depth, innermost_point, next_click,
+                                 point_from_mask)
 
 S = 64
 
@@ -65,6 +66,26 @@ def test_point_from_mask_prefers_the_interior():
     line[2, 3:17] = True
     cols = point_from_mask(line, np.random.default_rng(1), 400)[:, 0].astype(int)
     assert set(cols) == set(range(3, 17))
+
+
+def test_innermost_point_is_the_distance_transform_maximum():
+    mask = np.zeros((20, 30), bool)
+    mask[2:9, 3:10] = True  # 7x7: centre (row 5, col 6), 4 from its outline
+    mask[10:20, 12:30] = True  # 10x18 touching the bottom and right borders: 5 deep at rows 14-15
+    np.testing.assert_array_equal(innermost_point(mask), [[16.5, 14.5]])  # first of the deepest, row-major
+    element = make_element(np.pad(mask, ((0, 44), (0, 34))).astype(np.uint8))
+    out = SimulatePrompts(num_objects=1, innermost=True).random_map(element, np.random.default_rng(0))
+    np.testing.assert_array_equal(out["points"][0], [[16.5, 14.5]])
+    with pytest.raises(ValueError, match="innermost"):
+        SimulatePrompts(num_points=2, innermost=True)
+
+
+def test_euclidean_depth_is_scipys_distance_transform():
+    rng = np.random.default_rng(0)
+    masks = ndimage.binary_dilation(rng.random((3, 37, 50)) > 0.97, iterations=4) ^ (rng.random((3, 37, 50)) > 0.9)
+    want = np.stack([ndimage.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1] ** 2 for m in masks])
+    np.testing.assert_allclose(np.asarray(jax.jit(euclidean_depth)(masks)), want, atol=1e-9)
+    assert want.max() >= 16  # deep enough that city-block and Euclidean disagree
 
 
 def test_shapes_dtypes_and_pass_through():

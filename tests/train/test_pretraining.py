@@ -85,12 +85,19 @@ def test_interactive_training_raises_click_dice_and_chains(interactive_run, data
     out = tmp_path / "zero_shot"
     result = run([sys.executable, os.path.join(ROOT, "eval.py"), "--config", os.path.join(ROOT, "configs", "tiny.py"),
                   f"--config.init_checkpoint={workdir}", "--config.train.mode=box", f"--config.data.data_dir={data_dir}",
-                  *wide, "--output", str(out), "--clicks", "5", "--amg", "--amg_points_per_side", "4"],
+                  *wide, "--output", str(out), "--clicks", "5", "--amg", "--amg_points_per_side", "4",
+                  "--protocol", "box_corrections"],
                  optimized=True)  # compiled as the run was: its click curve again, to float rounding
     assert result.returncode == 0, result.stderr[-3000:]
     zero_shot = json.load(open(out / "clicks" / "metrics.json"))
     np.testing.assert_allclose(zero_shot["dice_vs_clicks"], metrics["dice_vs_clicks"], rtol=1e-5)
     assert zero_shot["noc90"] == pytest.approx(metrics["noc90"])
+    # The challenge's counting starts from the same tight box: its step 0 is the click protocol's box, per class.
+    challenge = json.load(open(out / "box_corrections" / "metrics.json"))
+    assert challenge["images"] == 50 and len(challenge["dsc_vs_steps"]) == 6 and 0 <= challenge["dsc_auc"] <= 4
+    for name, entry in challenge["per_class"].items():
+        assert entry["dsc_vs_steps"][0] == pytest.approx(metrics["per_class"][name]["dice_box"], abs=1e-6), name
+    assert (out / "box_corrections" / "dsc_nsd_vs_steps.png").is_file()
     amg = json.load(open(out / "amg" / "metrics.json"))
     assert amg["units"] == 50 and set(amg["per_class"]) == {"body", "liver", "kidney", "bone", "lesion"}
 

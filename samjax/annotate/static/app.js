@@ -6,7 +6,7 @@ const PALETTE = [[255, 64, 64], [64, 160, 255], [64, 220, 96], [255, 200, 40],
                  [200, 80, 255], [255, 128, 0], [0, 220, 220], [255, 96, 180]];  // samjax/overlay.py's
 const $ = (id) => document.getElementById(id);
 const state = { info: null, axis: 2, index: 0, scale: 2, mode: "click", image: null, overlay: null, drag: null,
-                lastMs: null };
+                lastMs: null, prompts: [] };
 
 function status(message, error = false) {
   $("status").textContent = message;
@@ -53,10 +53,12 @@ async function showSlice() {
   const [level, width] = [parseFloat($("level").value), parseFloat($("width").value)];
   const query = `axis=${state.axis}&index=${state.index}`;
   try {
-    const [image, labels] = await Promise.all([
-      loadImage(`/api/slice?${query}&level=${level}&width=${width}`), loadImage(`/api/labels?${query}`)]);
+    const [image, labels, prompts] = await Promise.all([
+      loadImage(`/api/slice?${query}&level=${level}&width=${width}`), loadImage(`/api/labels?${query}`),
+      api(`/api/prompts?${query}`)]);
     state.image = image;
     state.overlay = colorize(labels);
+    state.prompts = prompts.objects;
     draw();
   } catch (error) {
     status(error.message, true);
@@ -64,8 +66,35 @@ async function showSlice() {
 }
 
 async function refreshLabels() {
-  state.overlay = colorize(await loadImage(`/api/labels?axis=${state.axis}&index=${state.index}`));
+  const query = `axis=${state.axis}&index=${state.index}`;
+  const [labels, prompts] = await Promise.all([loadImage(`/api/labels?${query}`), api(`/api/prompts?${query}`)]);
+  state.overlay = colorize(labels);
+  state.prompts = prompts.objects;
   draw();
+}
+
+function drawPrompts(context) {  // each object's box in its label's colour, its clicks green (inside) or red (outside)
+  const s = state.scale;
+  for (const object of state.prompts) {
+    const color = PALETTE[(object.label - 1) % PALETTE.length];
+    for (const prompt of object.prompts) {
+      if (prompt[0] === "box") {
+        const [x0, y0, x1, y1] = prompt.slice(1);
+        context.strokeStyle = `rgb(${color.join(",")})`;
+        context.lineWidth = 2;
+        context.strokeRect(x0 * s, y0 * s, (x1 - x0) * s, (y1 - y0) * s);
+      } else if (prompt[0] === "click") {
+        const [x, y, positive] = prompt.slice(1);
+        context.beginPath();
+        context.arc(x * s, y * s, Math.max(3, 1.5 * s), 0, 2 * Math.PI);
+        context.fillStyle = positive ? "#00e040" : "#ff2020";
+        context.fill();
+        context.lineWidth = 1;
+        context.strokeStyle = "#ffffff";
+        context.stroke();
+      }
+    }
+  }
 }
 
 function colorize(labels) {  // label PNG (value = label index) -> RGBA canvas
@@ -95,6 +124,7 @@ function draw() {
   context.imageSmoothingEnabled = false;
   if (state.image) context.drawImage(state.image, 0, 0, canvas.width, canvas.height);
   if (state.overlay) context.drawImage(state.overlay, 0, 0, canvas.width, canvas.height);
+  drawPrompts(context);
   if (state.drag) {
     context.strokeStyle = "#ffe600";
     context.lineWidth = 2;
