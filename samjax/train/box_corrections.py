@@ -90,7 +90,7 @@ def run_box_corrections(cfg, trainable, params, frozen, mesh, class_names: Seque
                         corrections: int = CORRECTIONS, tolerance: float = 2.0, max_examples: int = 0) -> dict:
     """The protocol over ``split``: per image and step, DSC and NSD (see the module docstring)."""
     encode, decode_box, decode_next = _programs(trainable)
-    prompts = click_eval._prompts(cfg, len(class_names))
+    prompts = click_eval.eval_prompts(cfg, len(class_names))
     images = []  # per image: classes (M,), dsc (M, 1 + corrections), nsd (M, 1 + corrections)
     for host, batch in eval_batches(cfg, mesh, click_eval.KEYS, split, max_examples, prompts=prompts,
                                     low_res_size=strategy.model_spec(cfg).low_res_size):
@@ -116,7 +116,8 @@ def run_box_corrections(cfg, trainable, params, frozen, mesh, class_names: Seque
             for i in np.flatnonzero(real):
                 inter, total = (pred[i] & truth[i]).sum(), pred[i].sum() + truth[i].sum()
                 dsc[i, step] = 2.0 * inter / total if total else 1.0
-                nsd[i, step] = hd95_and_nsd(pred[i], truth[i], tolerance=tolerance)[1] if dsc[i, step] > NSD_MIN_DSC else 0.0
+                if dsc[i, step] > NSD_MIN_DSC:
+                    nsd[i, step] = hd95_and_nsd(pred[i], truth[i], tolerance=tolerance)[1]
                 if step < corrections:
                     click = correction_click(pred[i], truth[i])
                     if click is not None:

@@ -123,7 +123,7 @@ class ClickScores:
         return out
 
 
-def _prompts(cfg, num_classes: int) -> SimulatePrompts:
+def eval_prompts(cfg, num_classes: int) -> SimulatePrompts:
     """Every object of an image in class mode (``K`` = foreground classes); components: ``train.num_objects``."""
     objects = str(cfg.get("interactive", {}).get("objects", "class"))
     k = max(int(cfg.train.num_objects), num_classes - 1) if objects == "class" else int(cfg.train.num_objects)
@@ -139,7 +139,7 @@ def run_clicks(cfg, trainable, params, frozen, mesh, class_names: Sequence[str],
     show, so masks come back to the host only while pictures are wanted)."""
     if num_clicks < 1:
         raise ValueError(f"num_clicks={num_clicks} must be >= 1")
-    prompts = _prompts(cfg, len(class_names))
+    prompts = eval_prompts(cfg, len(class_names))
 
     def make():
         def predict(params, frozen, batch):

@@ -33,7 +33,8 @@ def test_areas_and_means_as_the_challenge_counts_them():
     values = [0.2, 0.5, 0.6, 0.65, 0.7]
     assert np.isclose(area_under_steps(values), integrate.cumulative_trapezoid(values, np.arange(5))[-1])
     # two images: the first with two classes, the second with one; steps: box + 2 corrections
-    images = [(np.array([1, 2]), np.array([[0.5, 0.7, 0.9], [0.1, 0.3, 0.5]]), np.array([[0.6, 0.8, 1.0], [0.0, 0.0, 0.4]])),
+    images = [(np.array([1, 2]), np.array([[0.5, 0.7, 0.9], [0.1, 0.3, 0.5]]),
+               np.array([[0.6, 0.8, 1.0], [0.0, 0.0, 0.4]])),
               (np.array([1]), np.array([[0.4, 0.6, 0.6]]), np.array([[0.5, 0.5, 0.7]]))]
     out = summarize(images, ("background", "a", "b"), corrections=2)
     np.testing.assert_allclose(out["dsc_vs_steps"], [(0.3 + 0.4) / 2, (0.5 + 0.6) / 2, (0.7 + 0.6) / 2])
