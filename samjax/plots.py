@@ -1,6 +1,10 @@
-"""Small charts drawn with Pillow (no plotting library needed): box plots of scores per class, and curves.
+"""Charts of evaluation results drawn with matplotlib: box plots of scores per class, curves, bars and grouped bars.
 
-Both return an ``(H, W, 3)`` uint8 picture to save with ``samjax.overlay.save_png``.
+Every function draws on its own ``Figure`` with the Agg canvas (never pyplot's global state), so it is
+thread-safe and needs no display, and returns an ``(height, width, 3)`` uint8 RGB picture of exactly the
+asked size, to save with ``samjax.overlay.save_png`` like the overlays. Series take the colours of
+``samjax.overlay.PALETTE`` so a class looks the same in a chart and an overlay. matplotlib is imported on
+first use: this module is imported by the report writers, and ``import samjax`` should stay fast.
 """
 
 from __future__ import annotations
@@ -8,131 +12,162 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 
 from samjax.overlay import PALETTE
 
-_INK, _GRID, _PAPER = (40, 40, 40), (225, 225, 225), (255, 255, 255)
+_DPI = 100
+_CHAR_PX = 6.5  # about the width of one character of a 9 pt tick label at 100 dpi
 
 
-class _Axes:
-    """A plot area with a y axis from ``low`` to ``high``, gridlines, a title and a y label."""
+def _color(i: int) -> tuple[float, float, float]:
+    return tuple(float(c) / 255.0 for c in PALETTE[i % len(PALETTE)])
 
-    def __init__(self, width: int, height: int, low: float, high: float, title: str, y_label: str):
-        self.image = Image.new("RGB", (width, height), _PAPER)
-        self.draw = ImageDraw.Draw(self.image)
-        self.font = ImageFont.load_default()
-        self.left, self.right, self.top, self.bottom = 64, width - 16, 36, height - 48
-        self.low, self.high = float(low), float(high) if high > low else float(low) + 1.0
-        self.draw.text((self.left, 10), title, fill=_INK, font=self.font)
-        self.draw.text((6, self.top - 24), y_label, fill=_INK, font=self.font)
-        for tick in np.linspace(self.low, self.high, 6):
-            y = self.y(tick)
-            self.draw.line([(self.left, y), (self.right, y)], fill=_GRID)
-            self.draw.text((8, y - 6), f"{tick:.3g}", fill=_INK, font=self.font)
-        self.draw.line([(self.left, self.top), (self.left, self.bottom), (self.right, self.bottom)], fill=_INK)
 
-    def y(self, value: float) -> float:
-        frac = (min(max(value, self.low), self.high) - self.low) / (self.high - self.low)
-        return self.bottom - frac * (self.bottom - self.top)
+def _finite(v) -> bool:
+    return v is not None and bool(np.isfinite(v))
 
-    def label_below(self, x: float, text: str) -> None:
-        width = self.draw.textlength(text, font=self.font)
-        self.draw.text((x - width / 2, self.bottom + 8), text, fill=_INK, font=self.font)
 
-    def picture(self) -> np.ndarray:
-        return np.asarray(self.image)
+def _axes(width: int, height: int, title: str, x_label: str = "", y_label: str = ""):
+    """A figure of ``width x height`` pixels with one axes, a grid behind the data, title and labels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(x_label, fontsize=9)
+    ax.set_ylabel(y_label, fontsize=9)
+    ax.tick_params(labelsize=9)
+    ax.set_axisbelow(True)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig, ax
+
+
+def _x_labels(ax, labels: Sequence[str], axes_width: float) -> None:
+    """Category labels under the x axis, slanted when they would overlap side by side."""
+    ax.set_xticks(range(len(labels)))
+    slot = axes_width / max(1, len(labels))
+    slant = max([len(t) for t in labels] + [0]) * _CHAR_PX > 0.9 * slot
+    ax.set_xticklabels(labels, rotation=30 if slant else 0, ha="right" if slant else "center",
+                       rotation_mode="anchor" if slant else "default")
+
+
+def _picture(fig, width: int, height: int) -> np.ndarray:
+    """The rendered figure as RGB uint8, cropped or padded with white to exactly ``height x width``."""
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+    out = np.full((height, width, 3), 255, np.uint8)
+    h, w = min(height, rgb.shape[0]), min(width, rgb.shape[1])
+    out[:h, :w] = rgb[:h, :w]
+    return out
 
 
 def box_plot(groups: Mapping[str, Sequence[float]], title: str, y_label: str, low: float = 0.0,
              high: float | None = None, width: int = 640, height: int = 400) -> np.ndarray:
     """One box per group: quartiles, median (thick line), mean (diamond), whiskers to the furthest value
-    within 1.5 IQR, points beyond them. ``high`` defaults to the largest value (1.0 suits Dice)."""
-    clean = {k: np.asarray([v for v in vals if v is not None and np.isfinite(v)], float) for k, vals in groups.items()}
+    within 1.5 IQR, points beyond them. None and non-finite values are skipped; an empty group keeps its
+    labelled slot. ``high`` defaults to the largest value (1.0 suits Dice)."""
+    clean = {k: np.asarray([v for v in vals if _finite(v)], float) for k, vals in groups.items()}
     top = high if high is not None else max([v.max() for v in clean.values() if v.size] + [low + 1.0])
-    ax = _Axes(width, height, low, top, title, y_label)
-    slot = (ax.right - ax.left) / max(1, len(clean))
-    for i, (name, v) in enumerate(clean.items()):
-        x = ax.left + slot * (i + 0.5)
-        half = min(28.0, slot * 0.3)
-        color = tuple(int(c) for c in PALETTE[i % len(PALETTE)])
-        ax.label_below(x, f"{name} (n={v.size})")
-        if not v.size:
-            continue
-        q1, med, q3 = np.percentile(v, [25, 50, 75])
-        iqr = q3 - q1
-        inside = v[(v >= q1 - 1.5 * iqr) & (v <= q3 + 1.5 * iqr)]
-        lo, hi = inside.min(), inside.max()
-        ax.draw.line([(x, ax.y(lo)), (x, ax.y(q1))], fill=_INK)
-        ax.draw.line([(x, ax.y(q3)), (x, ax.y(hi))], fill=_INK)
-        for end in (lo, hi):
-            ax.draw.line([(x - half / 2, ax.y(end)), (x + half / 2, ax.y(end))], fill=_INK)
-        ax.draw.rectangle([x - half, ax.y(q3), x + half, ax.y(q1)], fill=color, outline=_INK)
-        ax.draw.line([(x - half, ax.y(med)), (x + half, ax.y(med))], fill=_INK, width=3)
-        m = ax.y(float(v.mean()))
-        ax.draw.polygon([(x, m - 4), (x + 4, m), (x, m + 4), (x - 4, m)], fill=_PAPER, outline=_INK)
-        for out in v[(v < lo) | (v > hi)]:
-            ax.draw.ellipse([x - 2, ax.y(out) - 2, x + 2, ax.y(out) + 2], outline=_INK)
-    return ax.picture()
+    fig, ax = _axes(width, height, title, y_label=y_label)
+    ax.grid(axis="y", color="0.88")
+    filled = [(i, v) for i, v in enumerate(clean.values()) if v.size]
+    if filled:
+        parts = ax.boxplot([v for _, v in filled], positions=[i for i, _ in filled], whis=1.5, widths=0.5,
+                           showmeans=True, patch_artist=True,
+                           medianprops=dict(color="0.15", linewidth=2.5),
+                           meanprops=dict(marker="D", markerfacecolor="white", markeredgecolor="0.15", markersize=6),
+                           flierprops=dict(marker="o", markerfacecolor="none", markeredgecolor="0.15", markersize=4))
+        for (i, _), box in zip(filled, parts["boxes"]):
+            box.set(facecolor=_color(i), edgecolor="0.15")
+    _x_labels(ax, [f"{name} (n={v.size})" for name, v in clean.items()], width - 80)
+    ax.set_xlim(-0.6, max(1, len(clean)) - 0.4)
+    ax.set_ylim(low, top if top > low else low + 1.0)
+    return _picture(fig, width, height)
 
 
 def line_plot(x: Sequence[float], series: Mapping[str, Sequence[float]], title: str, x_label: str, y_label: str,
               low: float = 0.0, high: float = 1.0, width: int = 640, height: int = 400) -> np.ndarray:
-    """Curves sharing the x values ``x`` (marked at each point), a legend in the top-left corner, or the
-    bottom-left one when the curves start in the upper half."""
-    ax = _Axes(width, height, low, high, title, y_label)
-    x = np.asarray(x, float)
-    span = (x.max() - x.min()) or 1.0
-
-    def px(v):
-        return ax.left + 12 + (v - x.min()) / span * (ax.right - ax.left - 24)
-
-    for v in x:
-        ax.label_below(px(v), f"{v:g}")
-    ax.draw.text(((ax.left + ax.right) / 2 - 20, ax.bottom + 26), x_label, fill=_INK, font=ax.font)
-    head = [b for ys in series.values() for b in list(ys)[: max(1, len(x) // 3)] if b is not None and np.isfinite(b)]
-    legend_top = ax.top + 4 if not head or max(head) < (low + high) / 2 else ax.bottom - 8 - 14 * len(series)
+    """Curves sharing the x values ``x``, each marked at every point (None values leave a gap), a legend
+    where it hides the fewest points, the y axis from ``low`` to ``high``."""
+    x = np.asarray(list(x), float)
+    fig, ax = _axes(width, height, title, x_label, y_label)
+    ax.grid(color="0.88")
     for i, (name, ys) in enumerate(series.items()):
-        color = tuple(int(c) for c in PALETTE[i % len(PALETTE)])
-        points = [(px(a), ax.y(b)) for a, b in zip(x, ys) if b is not None and np.isfinite(b)]
-        if len(points) > 1:
-            ax.draw.line(points, fill=color, width=2)
-        for p in points:
-            ax.draw.ellipse([p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3], fill=color)
-        ax.draw.text((ax.left + 10, legend_top + 14 * i), name, fill=color, font=ax.font)
-    return ax.picture()
+        y = np.array([v if _finite(v) else np.nan for v in ys], float)
+        ax.plot(x[: len(y)], y, marker="o", markersize=4, linewidth=2, color=_color(i), label=name)
+    if len(x) and len(x) <= 20:
+        ax.set_xticks(x)
+    ax.set_ylim(low, high if high > low else low + 1.0)
+    if series:
+        ax.legend(loc="best", fontsize=9, framealpha=0.9)
+    return _picture(fig, width, height)
 
 
 def bar_plot(labels: Sequence[str], values: Sequence[float | None], errors: Sequence[float | None] | None = None,
              title: str = "", x_label: str = "", high: float = 1.0, width: int = 720) -> np.ndarray:
-    """Horizontal bars (one per label, top to bottom) from 0 to ``high``, an error whisker of +-``errors``,
-    the value written beside each bar; missing values leave an empty row."""
-    errors = errors if errors is not None else [None] * len(labels)
-    font = ImageFont.load_default()
-    row, top, left = 22, 36, 16 + max([int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(t, font=font))
-                                        for t in labels] + [40])
-    height = top + row * len(labels) + 40
-    image = Image.new("RGB", (width, height), _PAPER)
-    draw = ImageDraw.Draw(image)
-    right = width - 70
-    draw.text((left, 10), title, fill=_INK, font=font)
-
-    def x(v):
-        return left + max(0.0, min(v, high)) / high * (right - left)
-
-    for tick in np.linspace(0, high, 6):
-        draw.line([(x(tick), top - 4), (x(tick), top + row * len(labels))], fill=_GRID)
-        draw.text((x(tick) - 8, top + row * len(labels) + 6), f"{tick:.3g}", fill=_INK, font=font)
-    draw.text(((left + right) / 2 - 20, top + row * len(labels) + 22), x_label, fill=_INK, font=font)
-    for i, (label, value, err) in enumerate(zip(labels, values, errors)):
-        y = top + row * i
-        draw.text((8, y + 5), label, fill=_INK, font=font)
-        if value is None or not np.isfinite(value):
+    """Horizontal bars (one per label, top to bottom) from 0 to ``high``, an error bar of +-``errors``, the
+    value written beside each bar; a missing value leaves its row empty but for a grey "no value". The
+    height grows with the number of labels (24 pixels a row)."""
+    errors = list(errors) if errors is not None else [None] * len(labels)
+    height = 96 + 24 * max(1, len(labels))
+    fig, ax = _axes(width, height, title, x_label=x_label)
+    ax.grid(axis="x", color="0.88")
+    right = high
+    for i, (value, err) in enumerate(zip(values, errors)):
+        if not _finite(value):
+            ax.text(0.01 * high, i, "no value", va="center", fontsize=8, color="0.55", style="italic")
             continue
-        color = tuple(int(c) for c in PALETTE[i % len(PALETTE)])
-        draw.rectangle([x(0), y + 3, x(value), y + row - 3], fill=color, outline=_INK)
-        if err:
-            mid = y + row / 2
-            draw.line([(x(value - err), mid), (x(value + err), mid)], fill=_INK, width=2)
-        draw.text((x(min(high, value + (err or 0))) + 6, y + 5), f"{value:.3f}", fill=_INK, font=font)
-    return np.asarray(image)
+        xerr = err if _finite(err) and err else None
+        ax.barh(i, value, height=0.7, color=_color(i), edgecolor="0.15", linewidth=0.6,
+                xerr=xerr, error_kw=dict(ecolor="0.15", capsize=3, linewidth=1.2))
+        end = value + (xerr or 0.0)
+        ax.text(end + 0.01 * high, i, f"{value:.3f}", va="center", fontsize=8)
+        right = max(right, end)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_ylim(len(labels) - 0.5, -0.5)  # the first label on top
+    ax.set_xlim(0, right + 0.1 * high)  # room for the value written beside the longest bar
+    ax.set_xticks(np.linspace(0, high, 6))
+    return _picture(fig, width, height)
+
+
+def grouped_bar_plot(groups: Sequence[str], series: Sequence[str], values: Mapping[str, Sequence[float | None]],
+                     errors: Mapping[str, Sequence[float | None]] | None = None, title: str = "", y_label: str = "",
+                     low: float = 0.0, high: float | None = None, width: int = 960, height: int = 440) -> np.ndarray:
+    """Vertical bars in groups: one group per entry of ``groups`` (G names along the x axis), inside it one
+    bar per entry of ``series`` (S names, in the legend and a colour each).
+
+    ``values[s]`` is a sequence of G heights for series ``s`` (None or missing: no bar); ``errors[s]``
+    alike, standard deviations drawn as +-error bars. The y axis runs from ``low`` to ``high`` (default the
+    largest value plus its error). Returns an ``(height, width, 3)`` uint8 picture.
+    """
+    errors = errors or {}
+    fig, ax = _axes(width, height, title, y_label=y_label)
+    ax.grid(axis="y", color="0.88")
+    step = 0.8 / max(1, len(series))
+    tallest = low
+    for j, name in enumerate(series):
+        vals, errs = list(values.get(name, [])), list(errors.get(name) or [])
+        xs, hs, es = [], [], []
+        for i in range(len(groups)):
+            v = vals[i] if i < len(vals) else None
+            if not _finite(v):
+                continue
+            e = errs[i] if i < len(errs) and _finite(errs[i]) else 0.0
+            xs.append(i - 0.4 + step * (j + 0.5))
+            hs.append(v)
+            es.append(e)
+            tallest = max(tallest, v + e)
+        ax.bar(xs, hs, width=step * 0.92, color=_color(j), edgecolor="0.15", linewidth=0.6,
+               yerr=es if any(es) else None, error_kw=dict(ecolor="0.15", capsize=2, linewidth=1))
+    _x_labels(ax, list(groups), width - 160)
+    ax.set_xlim(-0.6, max(1, len(groups)) - 0.4)
+    top = high if high is not None else tallest
+    ax.set_ylim(low, top if top > low else low + 1.0)
+    if series:
+        from matplotlib.patches import Patch
+
+        handles = [Patch(facecolor=_color(j), edgecolor="0.15", linewidth=0.6, label=n) for j, n in enumerate(series)]
+        fig.legend(handles=handles, loc="outside right upper", fontsize=9, frameon=False)
+    return _picture(fig, width, height)

@@ -245,8 +245,14 @@ def write_table(workdir: str, runs: list[Run]) -> list[dict]:
         f.write("\n".join(lines) + "\n" + note + "\n" + pivot_table(summary))
     scored = [s for s in summary if s["dice"] is not None]  # pretraining runs (MAE) have no Dice
     if scored:
-        picture = plots.bar_plot([f"{s['strategy']} ({s['data']})" for s in scored], [s["dice"] for s in scored],
-                                 [s["dice_std"] for s in scored], "mean test Dice per strategy", "Dice")
+        strategies = list(dict.fromkeys(s["strategy"] for s in scored))
+        budgets = list(dict.fromkeys(s["data"] for s in scored))
+        cell = {(s["strategy"], s["data"]): s for s in scored}
+        values = {b: [cell[(g, b)]["dice"] if (g, b) in cell else None for g in strategies] for b in budgets}
+        errors = {b: [cell[(g, b)]["dice_std"] if (g, b) in cell else None for g in strategies] for b in budgets}
+        picture = plots.grouped_bar_plot(strategies, budgets, values, errors,
+                                         f"mean test Dice per strategy: {' vs '.join(budgets)}",
+                                         "Dice (mean ± std over seeds)", 0.0, 1.0, width=1200, height=500)
         save_png(picture, os.path.join(workdir, "study.png"))
     return summary
 

@@ -77,3 +77,15 @@ def test_pictures_are_drawn():
     assert (box != 255).any(axis=-1).mean() > 0.02  # axes, boxes and labels, not a blank page
     line = plots.line_plot([1, 2, 3], {"a": [0.2, 0.5, 0.7]}, "t", "clicks", "Dice")
     assert line.shape == (400, 640, 3) and (line != 255).any(axis=-1).mean() > 0.01
+    bars = [plots.bar_plot(["lora", "full"], [0.8, v], [0.05, 0.02], "Dice", "Dice") for v in (0.6, None)]
+    assert bars[0].shape == bars[1].shape and bars[0].shape[1] == 720 and bars[0].dtype == np.uint8
+    assert (bars[0] != 255).any(axis=-1).mean() > 0.02 and (bars[0] != bars[1]).any()  # None: no bar
+    values = {"full": [0.9, 0.7, 0.8], "5-shot": [0.6, 0.4, 0.5]}
+    grouped = plots.grouped_bar_plot(["a", "b", "c"], ["full", "5-shot"], values, {"full": [0.02, None, 0.01]},
+                                     "t", "Dice", width=800, height=360)
+    assert grouped.shape == (360, 800, 3) and grouped.dtype == np.uint8
+    assert (grouped != 255).any(axis=-1).mean() > 0.02
+    values["5-shot"][1] = None
+    missing = plots.grouped_bar_plot(["a", "b", "c"], ["full", "5-shot"], values, {"full": [0.02, None, 0.01]},
+                                     "t", "Dice", width=800, height=360)
+    assert (grouped != missing).any()  # the missing bar is not drawn
