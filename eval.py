@@ -12,7 +12,7 @@ The config is the run's own ``WORKDIR/config.json`` unless ``--config`` (with it
 overrides) is given. Fine-tuning runs in auto mode get Dice, IoU, HD95 and NSD per class, per image or
 per restacked volume (``--per volume``), with ``metrics.json``, ``scores.csv``, ``scores.md``, a Dice box
 plot and the best / median / worst overlays in ``--output`` (default ``WORKDIR/eval`` for the run's final
-evaluation split, ``WORKDIR/eval_<split>`` for another); box / point runs Dice per object; MAE runs their
+evaluation split, ``WORKDIR/eval_<split>`` for another); box / point runs the click protocol; MAE runs their
 reconstruction loss and picture; interactive runs the click protocol (``samjax/train/click_eval.py``).
 
 Without ``--workdir`` the model is ``--config``'s as loaded from its ``init_checkpoint`` (a converted SAM:
@@ -102,7 +102,12 @@ def main(argv):
         final = split == (cfg.get("final_eval_split", "") or "test")
         out = _OUTPUT.value or os.path.join(workdir, "eval" if final else f"eval_{split}")
         options = dict(overlays=_OVERLAYS.value)
-        if objective.name == "finetune":
+        class_maps = objective.name in ("finetune", "unet") and cfg.train.mode == "auto"
+        if _PER.value == "volume" and not (class_maps or _AMG.value):
+            raise ConfigError(f"--per volume scores class maps, and this {objective.name} run "
+                              f"(train.mode={cfg.train.mode}) predicts one mask per prompted object; drop --per, "
+                              "or add --amg to score the automatic mask generator's class maps per volume")
+        if class_maps:
             options.update(mode="case" if _PER.value == "volume" else "image", tolerance=_TOLERANCE.value)
         if objective.name == "interactive" and _CLICKS.value:
             options.update(clicks=_CLICKS.value)

@@ -23,8 +23,11 @@ NUMERIC_KEYS = ("image", "valid", "label", "low_res_label", "weight", "boxes", "
                 "object_valid", "object_masks", "object_class")
 
 
+PROMPTED_CLICKS = 3  # clicks after the first prompt that the final evaluation of box / point runs records
+
+
 def format_dice(result: dict) -> str:
-    per_class = " ".join(f"{k} {v:.3f}" for k, v in result.get("per_class", {}).items())
+    per_class = " ".join(f"{k} {v:.3f}" for k, v in result.get("per_class", {}).items() if isinstance(v, float))
     return f"mean Dice {result.get('mean_dice', float('nan')):.4f} ({per_class})"
 
 
@@ -128,7 +131,7 @@ def write_evaluation(cfg, trainable, params, frozen, mesh, class_names, out_dir:
     Auto mode: class maps at the model's input resolution (the label resized by nearest neighbour, the
     pixel spacing scaled to match) scored per image or per restacked volume (``mode``) with Dice, IoU,
     HD95 and NSD at ``tolerance`` (mm, or pixels for data sets that record no spacing). Prompted modes
-    (box / point fine-tuning): Dice per simulated object, ``metrics.json`` only. ``overlays`` > 0 writes
+    (box / point fine-tuning): the click protocol per object (:func:`_write_prompted`). ``overlays`` > 0 writes
     the best, median and worst units' pictures. ``class_maps(host_batch) -> (B, S, S)`` replaces the model's
     class maps by host-made ones of this process's rows (the automatic mask generator, ``amg_eval``).
     """
@@ -184,17 +187,22 @@ def _num(x) -> str:
 
 
 def _write_prompted(cfg, trainable, params, frozen, mesh, class_names, out_dir, split, log) -> dict:
-    """Box / point fine-tuning: Dice per simulated object, per class, into ``out_dir/metrics.json``."""
+    """Box / point fine-tuning: the click protocol (``samjax.train.click_eval``: every object's tight box at the
+    input resolution, then clicks at the innermost error) into ``out_dir``, the same protocol as interactive runs
+    and zero-shot SAMs. ``mean_dice`` is the Dice of the mode's own prompt: the box, or one click."""
     import json
     import os
 
+    from samjax.train import click_eval
     from samjax.train.eval_report import _jsonable
 
-    os.makedirs(out_dir, exist_ok=True)
-    result = validate(cfg, trainable, params, frozen, mesh, class_names, split=split, max_examples=0)
-    result = {**result, "split": split, "data": cfg.data.name, "per": "object"}
+    result = click_eval.evaluate_clicks(cfg, trainable, params, frozen, mesh, class_names, out_dir, split,
+                                        PROMPTED_CLICKS, log=log)
+    first = "dice_box" if cfg.train.mode == "box" else "dice_vs_clicks"
+    dice = result[first] if first == "dice_box" else result[first][0]
+    result = {**result, "per": "object", "mean_dice": dice,
+              "scored_prompt": "the box" if first == "dice_box" else "one click"}
     if jax.process_index() == 0:
         with open(os.path.join(out_dir, "metrics.json"), "w") as f:
             json.dump(_jsonable(result), f, indent=2)
-    log(f"{split}: {format_dice(result)}; wrote {out_dir}/metrics.json")
     return result

@@ -100,6 +100,10 @@ def test_interactive_training_raises_click_dice_and_chains(interactive_run, data
     assert (out / "box_corrections" / "dsc_nsd_vs_steps.png").is_file()
     amg = json.load(open(out / "amg" / "metrics.json"))
     assert amg["units"] == 50 and set(amg["per_class"]) == {"body", "liver", "kidney", "bone", "lesion"}
+    # A run that predicts one mask per prompted object cannot be scored per volume: refused, not ignored.
+    result = run([sys.executable, os.path.join(ROOT, "eval.py"), "--workdir", str(workdir), "--per", "volume"])
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].startswith(
+        "error: --per volume scores class maps, and this interactive run"), result.stderr[-2000:]
 
 
 def _fed_back_mask_effect(workdir, data_dir) -> tuple[float, float]:
