@@ -143,7 +143,7 @@ def interactive_loss(model, batch: dict, key, cfg, dtype=jnp.float32):
     clicks = click_schedule(schedule_key, int(c.click_rounds), int(c.no_click_rounds))
     scale = batch["image"].shape[1] / size
     masks0, iou0, masks, ious, _ = interact(model, emb, prompts, ~use_box, targets, valid, click_key, clicks,
-                                            scale, "uniform", dtype)
+                                            scale, str(c.get("click_mode", "uniform")), dtype)
     t = masks0.shape[1]
     multi = jnp.arange(t) > 0
     candidates = jnp.where((~use_box)[:, None], multi[None], ~multi[None]).reshape(b, k, t)
@@ -189,6 +189,9 @@ class InteractiveTraining(Objective):
         if alpha > 1.0:
             raise ConfigError(f"interactive.focal_alpha={alpha} must be in [0, 1], or negative for no weighting "
                               "(SAM 2: 0.25)")
+        if str(c.get("click_mode", "uniform")) not in ("uniform", "center"):
+            raise ConfigError(f"interactive.click_mode={c.click_mode!r} must be 'uniform' (SAM: anywhere in the "
+                              "error region) or 'center' (RITM: the innermost error pixel)")
         if int(c.eval_clicks) < 1:
             raise ConfigError(f"interactive.eval_clicks={c.eval_clicks} must be >= 1")
         if int(cfg.train.num_objects) < 1:
