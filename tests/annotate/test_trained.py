@@ -1,6 +1,7 @@
 """The page on trained models, in headless Chromium: held-out phantom slices stacked into a NIfTI volume, a click in
 the middle of the liver gives a mask whose Dice with the label is at least the interactively trained model's
-``eval.py`` 1-click Dice for the liver (minus a small margin), a negative click corrects it, and the saved
+``eval.py`` 1-click Dice for the liver (minus a small margin), up to 3 corrections placed as the click protocol
+places them raise it to that model's ``eval.py`` Dice at the same click count, and the saved
 label map reads back with the volume's affine; an auto-mode run proposes every class of a slice, a click
 corrects a proposal, and a folder of inputs opens one input after another (an unreadable one is named on the
 page and the open one stays)."""
@@ -40,44 +41,59 @@ def _serve(*args):
     return server
 
 
-def test_a_click_on_the_liver_scores_the_models_one_click_dice(interactive_run, data_dir, tmp_path):
+def _click_and_correct(page, server, truth, k: int, label: int, corrections: int = 3) -> tuple[list, np.ndarray]:
+    """A click in the middle of ``truth`` on slice ``k``, then up to ``corrections`` clicks where the click protocol
+    puts them: the innermost pixel of the larger error (a missed part: left click; a false alarm: right click), as
+    a person fixes the worst mistake first. Returns the Dice after each click and the last mask."""
+    page.evaluate(f"setSlice({k})")
+    page.wait_for_function(f"state.index === {k} && state.image !== null")
+    page.select_option("#label", str(label))
+    depth = ndimage.distance_transform_edt(np.pad(truth, 1))[1:-1, 1:-1]
+    r, c = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    positive, dice, mask = True, [], None
+    for _ in range(1 + corrections):
+        page.evaluate("document.getElementById('status').textContent = ''")
+        click(page, c, r, button="left" if positive else "right")
+        wait_status(page, "mask of")
+        assert server.annotation.objects[(2, k, 1000 + label)]["prompts"][-1] == ["click", c + 0.5, r + 0.5,
+                                                                                  int(positive)]
+        mask = server.annotation.mask(2, k, 1000 + label)
+        dice.append(_dice(mask, truth))
+        if dice[-1] >= 0.95:
+            break
+        misses, alarms = (ndimage.distance_transform_edt(np.pad(e, 1))[1:-1, 1:-1]
+                          for e in (truth & ~mask, mask & ~truth))
+        positive = misses.max() >= alarms.max()
+        r, c = np.unravel_index(int(np.argmax(misses if positive else alarms)), truth.shape)
+    return dice, mask
+
+
+def test_a_click_and_corrections_on_the_liver_score_the_models_eval_dice(interactive_run, data_dir, tmp_path):
     images, labels, names = _test_volume(data_dir, tmp_path / "scans")
     liver = names.index("liver")
-    k = int(np.argmax((labels == liver).sum((0, 1))))  # the slice where the liver is largest, as a person would pick
-    truth = labels[..., k] == liver
-    depth = ndimage.distance_transform_edt(np.pad(truth, 1))[1:-1, 1:-1]
-    row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)  # the middle of the liver
-    evaluated = json.load(open(interactive_run / "eval" / "metrics.json"))["per_class"]["liver"]["dice_vs_clicks"][0]
-
+    # The five slices where the liver is largest, as a person would pick them; the largest first.
+    slices = [int(k) for k in np.argsort(-(labels == liver).sum((0, 1)), kind="stable")[:5]]
+    curve = json.load(open(interactive_run / "eval" / "metrics.json"))["per_class"]["liver"]["dice_vs_clicks"]
     output = tmp_path / "labels" / "phantoms.nii.gz"
     server = _serve("--input", str(tmp_path / "scans" / "phantoms.nii.gz"), "--workdir", str(interactive_run),
                     "--output", str(output))
     with open_page(server) as page:
-        page.evaluate(f"setSlice({k})")
-        page.wait_for_function(f"state.index === {k} && state.image !== null")
-        page.select_option("#label", str(liver))
-        click(page, col, row)
-        wait_status(page, "mask of")
-        first = server.annotation.mask(2, k, 1000 + liver)
-        assert _dice(first, truth) >= evaluated - 0.05, (_dice(first, truth), evaluated)
-
-        wrong = first & ~truth if (first & ~truth).any() else ~truth  # outside: the model's largest false alarm
-        depth = ndimage.distance_transform_edt(np.pad(wrong, 1))[1:-1, 1:-1]
-        r, c = np.unravel_index(int(np.argmax(depth)), depth.shape)
-        page.evaluate("document.getElementById('status').textContent = ''")
-        click(page, c, r, button="right")
-        wait_status(page, "mask of")
-        second = server.annotation.mask(2, k, 1000 + liver)
-        assert server.annotation.objects[(2, k, 1000 + liver)]["prompts"][-1] == ["click", c + 0.5, r + 0.5, 0]
-        assert not second[r, c] or not first[r, c]
-
+        runs = {k: _click_and_correct(page, server, labels[..., k] == liver, k, liver) for k in slices}
         page.click("#save")
         wait_status(page, "saved")
+    dice = [runs[k][0] for k in slices]
+    assert dice[0][0] >= curve[0] - 0.05, (dice[0], curve)  # one click on the largest liver: the model's 1-click Dice
+    # The corrections help, and end where the model's eval.py curve says they should at that click count
+    # (means over the slices; eval.py's are over every liver of the test split).
+    first, last = np.mean([d[0] for d in dice]), np.mean([d[-1] for d in dice])
+    clicks = int(round(np.mean([len(d) for d in dice])))
+    assert last > first and last >= curve[clicks - 1] - 0.05, (dice, curve)
     written = nib.load(output)
     np.testing.assert_allclose(written.affine, AFFINE, atol=1e-6)
     saved = np.asarray(written.dataobj)
-    assert saved.shape == images.shape and not np.delete(saved, k, axis=2).any()
-    np.testing.assert_array_equal(saved[..., k], second.astype(np.uint8) * liver)
+    assert saved.shape == images.shape and not np.delete(saved, slices, axis=2).any()
+    for k in slices:
+        np.testing.assert_array_equal(saved[..., k], runs[k][1].astype(np.uint8) * liver)
 
 
 def test_proposals_corrections_and_a_folder_of_inputs(interactive_run, straight_run, data_dir, tmp_path):
