@@ -13,11 +13,11 @@ entry is a zero-shot baseline, its model evaluated as loaded, without training; 
 ``seeds``: every few-shot run is repeated with each seed (full-data runs use the first); ``set``: overrides
 for every run (a run's own ``set`` wins); ``few_shot_set``: overrides for few-shot runs (fewer steps).
 
-The default grid recreates the study in miniature on the phantoms, with the quick start's small SAM as
-the stand-in foundation model: setup 2 pretrains it interactively on body, liver and kidney, setup 3 with
-MAE on unlabeled slices; every setup (1: from random weights) is then fine-tuned on the held-out structures,
-bone and lesions (``data.classes``), decoder-only and encoder + decoder, vanilla, LoRA and adapters, on all
-training slices and on 5, against a UNet of the same size trained from scratch.
+The default grid recreates the study in miniature on the phantoms (see ``_miniature``): a stand-in foundation
+model (the quick start's small SAM trained interactively on body, liver and kidney) that every setup starts
+from, setups 2 and 3 continuing its training (interactive, MAE), every setup then fine-tuned on the held-out
+structures, bone and lesions (``data.classes``), decoder-only and encoder + decoder, vanilla, LoRA and
+adapters, on all training slices and on 5, against a UNet of the same size trained from scratch.
 """
 
 import ml_collections
@@ -65,21 +65,42 @@ PEFTS = ("none", "lora", "adapter")
 
 
 def _miniature(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """79 runs of 20 seconds to 2 minutes each on 2 CPU cores (pretraining: 3 and 14 minutes); the
-    interactive-pretrained model is also evaluated zero-shot on the held-out structures (box, clicks)."""
+    """The study's question at laptop scale: one stand-in foundation model that every setup starts from, as
+    every setup of the study starts from SAM. ``foundation`` is the quick start's small SAM trained SAM-style
+    (``configs/interactive.py``: boxes, clicks and corrections, from random weights) on any connected object of
+    the pretraining structures (body, liver, kidney; class-agnostic, as SA-1B's masks); setup 1 fine-tunes it
+    directly, setup 2 continues its interactive training on the same slices' labeled structures (one object
+    per class, as the study's labeled medical data sets), setup 3 continues with MAE on unlabeled slices (the
+    encoder; its prompt encoder and decoder ride along frozen and load into the fine-tuning). Each is then
+    fine-tuned in auto mode on the held-out structures, bone and lesions; LoRA and adapters at their measured
+    learning rate (``PEFT_LEARNING_RATES``, BENCHMARKS.md)."""
     c.set = ml_collections.ConfigDict({"final_eval_split": "test", "total_steps": 300, "eval_every_steps": 0,
                                        "checkpoint_every_steps": 100})
     c.few_shot_set = ml_collections.ConfigDict({"total_steps": 150})
     task = {"data.classes": TASK_CLASSES}
+    pretrain = {"data.classes": PRETRAIN_CLASSES, "eval_every_steps": 500}
     c.runs = [
-        dict(name="setup2/interactive", config="interactive.py", after="", few_shot=(0,),
-             set={"data.classes": PRETRAIN_CLASSES, "total_steps": 600}),
-        dict(name="setup3/mae", config="mae.py", after="", few_shot=(0,), set={"total_steps": 600}),
+        dict(name="foundation", config="interactive.py", after="", few_shot=(0,),
+             set={**pretrain, "interactive.objects": "component", "total_steps": FOUNDATION_STEPS}),
+        dict(name="setup2/interactive", config="interactive.py", after="foundation", few_shot=(0,),
+             set={**pretrain, "total_steps": 600}),
+        dict(name="setup3/mae", config="mae.py", after="foundation", few_shot=(0,), set={"total_steps": 600}),
     ]
-    for setup, after in (("setup1", ""), ("setup2", "setup2/interactive"), ("setup3", "setup3/mae")):
+    for setup, after in (("setup1", "foundation"), ("setup2", "setup2/interactive"), ("setup3", "setup3/mae")):
         c.runs += [dict(name=f"{setup}/{s}-{p}", config="quickstart.py", after=after,
-                        set={**task, "train.scope": s, "train.peft": p}) for s in SCOPES for p in PEFTS]
+                        set={**task, "train.scope": s, "train.peft": p, **_peft_lr(p)}) for s in SCOPES for p in PEFTS]
     c.runs.append(dict(name="unet", config="unet.py:quickstart", set=dict(task), after=""))
-    c.runs.append(dict(name="setup2/zero-shot-box", config="quickstart.py", after="setup2/interactive", few_shot=(0,),
+    c.runs.append(dict(name="zero-shot/foundation-box", config="quickstart.py", after="foundation", few_shot=(0,),
                        set={**task, "train.mode": "box"}, evaluate=("--clicks", "5")))
     return c
+
+
+FOUNDATION_STEPS = 1500
+# Measured on the foundation (BENCHMARKS.md, "PEFT learning rates"): LoRA and adapters start from a delta of
+# zero and move few weights, so they take a larger step than full fine-tuning's 1e-3 (SAMed: 5e-3 for LoRA).
+PEFT_LEARNING_RATES = {"none": None, "lora": 3e-3, "adapter": 3e-3}
+
+
+def _peft_lr(peft: str) -> dict:
+    lr = PEFT_LEARNING_RATES[peft]
+    return {} if lr is None else {"optim.learning_rate": lr}
