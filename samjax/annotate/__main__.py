@@ -1,9 +1,9 @@
-"""Click to segment in the browser: ``python -m samjax.annotate --input SCAN (--workdir RUN | --checkpoint SAM)``.
+"""Click to segment in the browser: ``python -m samjax.annotate --input SCAN (--workdir RUN | --sam SAM)``.
 
     python -m samjax.annotate --input ct.nii.gz --workdir runs/interactive          # an interactively trained run
-    python -m samjax.annotate --input ct.nii.gz --checkpoint ckpt/sam_vit_b --labels liver,kidney --ct-window 40,400
-    python -m samjax.annotate --input scans/ --workdir runs/interactive --propose runs/quickstart --output labels/
-    python -m samjax.annotate --input xray.png --checkpoint mobile_sam.pt --model-type vit_t --port 8010
+    python -m samjax.annotate --input ct.nii.gz --sam ckpt/sam_vit_b --labels liver,kidney --ct-window 40,400
+    python -m samjax.annotate --input scans/ --workdir runs/interactive --checkpoint best --propose runs/quickstart
+    python -m samjax.annotate --input xray.png --sam mobile_sam.pt --model-type vit_t --port 8010
 
 Serves the page on http://127.0.0.1:PORT/ (``samjax/annotate/server.py``): slices along any axis, window/level,
 clicks inside (left) and outside (right or shift), boxes, undo, labels, save. The model must take prompts: a
@@ -11,6 +11,10 @@ box / point / interactive run, or a converted SAM; ``--propose`` adds an auto-mo
 proposes for a whole slice at once. The label map goes to ``--output`` (default ``annotations/NAME.nii.gz``,
 ``.png`` for 2D; a folder for a folder of inputs, one label map each) in the input's geometry; the work in
 progress is kept next to it (``<output>.progress.json``) and comes back when the server is started again.
+
+The server answers only its own page (``samjax/annotate/guard.py``): requests naming another host, cross-site
+or non-JSON posts and oversized bodies are refused. With ``--host`` other than a loopback address (the page
+then reaches the network) or with ``--token``, every request needs the random token in the printed URL.
 """
 
 from __future__ import annotations
@@ -33,11 +37,11 @@ def main(argv: list[str] | None = None, serve: bool = True):
     parser = argparse.ArgumentParser(prog="python -m samjax.annotate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", required=True, help="a 2D image, a NIfTI volume, a DICOM series folder, or a "
                         "folder of these")
-    model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--workdir", help="a box / point / interactive training run")
-    model.add_argument("--checkpoint", help="a converted SAM (or Meta .pth)")
-    parser.add_argument("--which", default="latest", help="the run's checkpoint: latest, best or a step")
-    parser.add_argument("--model-type", default="vit_b", help="the SAM of --checkpoint (vit_t, vit_b, vit_l, vit_h)")
+    parser.add_argument("--workdir", help="a box / point / interactive training run")
+    parser.add_argument("--checkpoint", help="the run's checkpoint: latest (default), best or a step")
+    parser.add_argument("--sam", help="a SAM instead of a run: Meta's .pth or a converted folder")
+    parser.add_argument("--model-type", default="vit_b", help="the SAM of --sam (vit_t, vit_b, vit_l, vit_h)")
+    parser.add_argument("--which", help=argparse.SUPPRESS)  # the old name of --checkpoint
     parser.add_argument("--propose", metavar="RUN", help="an auto-mode run whose class maps the page can propose")
     parser.add_argument("--labels", help="label names, comma-separated (default: the run's classes)")
     parser.add_argument("--ct-window", type=_pair, metavar="LEVEL,WIDTH", help="a SAM's input mapping (a run "
@@ -46,7 +50,15 @@ def main(argv: list[str] | None = None, serve: bool = True):
                         "folder for a folder of inputs (default annotations/)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8008)
+    parser.add_argument("--token", action="store_true", help="require the printed URL's token on a loopback "
+                        "address too (always required on others)")
     args = parser.parse_args(argv)
+    from samjax.cli_options import run_or_sam
+
+    args.workdir, args.checkpoint, args.sam = run_or_sam(parser, args.workdir, args.checkpoint, args.sam,
+                                                         args.which)
+    if args.workdir is None and args.sam is None:
+        parser.error("give the model: --workdir RUN (a box / point / interactive run) or --sam FILE (a SAM)")
 
     from absl import logging
 
@@ -60,9 +72,9 @@ def main(argv: list[str] | None = None, serve: bool = True):
         if args.workdir:
             if args.ct_window:
                 raise ConfigError("--ct-window is a SAM's: a run maps intensities as its data build did")
-            segmenter = Segmenter.from_workdir(args.workdir, args.which)
+            segmenter = Segmenter.from_workdir(args.workdir, args.checkpoint)
         else:
-            segmenter = Segmenter.from_checkpoint(args.checkpoint, args.model_type,
+            segmenter = Segmenter.from_checkpoint(args.sam, args.model_type,
                                                   preprocessing={"ct_window": args.ct_window})
         if segmenter.auto:
             raise ConfigError(f"{args.workdir} was trained in auto mode (one mask per class, no prompts); annotate "
@@ -75,7 +87,7 @@ def main(argv: list[str] | None = None, serve: bool = True):
             proposal_labels = {c: labels.index(name) for c, name in enumerate(proposer.class_names) if c}
         workspace = Workspace(args.input, segmenter, args.output, proposer, proposal_labels)
         scan = workspace.open_first().scan
-        server = AnnotationServer(workspace, labels, args.host, args.port)
+        server = AnnotationServer(workspace, labels, args.host, args.port, token=True if args.token else None)
     except (ConfigError, CheckpointError, DataError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -84,8 +96,8 @@ def main(argv: list[str] | None = None, serve: bool = True):
     what, where = f"{scan.path} ({'x'.join(map(str, scan.array.shape))})", workspace.current.output
     if not workspace.single:
         what, where = f"{len(workspace.inputs)} inputs of {args.input}", workspace.output + os.sep
-    print(f"annotating {what}; labels: {', '.join(labels[1:])}; saves to {where}\nopen {server.url} in a browser "
-          "(Ctrl+C stops)", flush=True)
+    print(f"annotating {what}; labels: {', '.join(labels[1:])}; saves to {where}\nopen {server.page_url} in a "
+          "browser (Ctrl+C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -16,7 +16,9 @@ works offline (its HTML and JavaScript ship in ``samjax/annotate/static``, nothi
     POST /api/open   {input}      opens another input of a folder (its work comes back from disk)
 
 Every error is a JSON ``{"error": "..."}`` (400, or 409 for an existing output) that the page shows; the
-server logs it in one line and keeps running.
+server logs it in one line and keeps running. Before any of that, :mod:`samjax.annotate.guard` refuses
+requests not meant for this server (another Host, a cross-site or non-JSON POST, an oversized body, a missing
+token where one is required) with 403 / 413 and the reason.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 from PIL import Image
 
+from samjax.annotate.guard import Guard, is_loopback, new_token
 from samjax.errors import DataError
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
@@ -59,12 +62,19 @@ class AnnotationServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, workspace, labels, host: str = "127.0.0.1", port: int = 8008, log=None):
+    def __init__(self, workspace, labels, host: str = "127.0.0.1", port: int = 8008, log=None,
+                 token: bool | str | None = None):
+        """``token``: True for a random one, a string for that one; None (default): required exactly when
+        ``host`` is not a loopback address."""
         self.workspace, self.labels = workspace, tuple(labels)
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.window = default_window(workspace.current.scan.array)
         self.changes = threading.Lock()  # one change of the annotation at a time, in arrival order
         super().__init__((host, port), _Handler)
+        if token is None:
+            token = not is_loopback(host)
+        token = new_token() if token is True else (token or None)
+        self.guard = Guard(host, self.server_address[1], token)
 
     @property
     def annotation(self):
@@ -79,8 +89,14 @@ class AnnotationServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
+        """The server's base address (as bound)."""
         host, port = self.server_address[:2]
         return f"http://{host}:{port}/"
+
+    @property
+    def page_url(self) -> str:
+        """The address to open: the base, with ``?token=`` when the server requires one."""
+        return self.url + (f"?token={self.guard.token}" if self.guard.token else "")
 
     def info(self) -> dict:
         a = self.annotation
@@ -94,6 +110,8 @@ class AnnotationServer(ThreadingHTTPServer):
                 "propose": a.proposer is not None}
 
     def slice_png(self, axis: int, index: int, level: float, width: float) -> bytes:
+        if not (np.isfinite(level) and np.isfinite(width) and width > 0):
+            raise DataError(f"window level {level} and width {width} must be finite, the width positive")
         a = self.annotation
         a.slice_image(axis, index)  # checks the index
         raw = np.asarray(a.scan.array)
@@ -131,9 +149,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass  # requests are not logged; errors are, in one line
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, cookie: str | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        if cookie:
+            self.send_header("Set-Cookie", cookie)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
@@ -146,12 +166,24 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.log(f"annotate: {message}")
         self._json({"error": message}, status)
 
+    def _refused(self, method: str) -> bool:
+        """Answers and logs a request the guard refuses (see ``samjax.annotate.guard``)."""
+        refusal = self.server.guard.refusal(method, self.path, self.headers)
+        if refusal is None:
+            return False
+        status, reason = refusal
+        self.close_connection = True  # an unread body must not be taken for the next request
+        self._error(f"refused {method} {urlparse(self.path).path} from {self.client_address[0]}: {reason}", status)
+        return True
+
     def do_GET(self):  # noqa: N802 - the base class's name
+        if self._refused("GET"):
+            return
         url = urlparse(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
             if url.path in ("/", "/index.html"):
-                return self._static("index.html")
+                return self._static("index.html", self.server.guard.cookie_header(self.path))
             if url.path == "/favicon.ico":  # browsers ask for one; the page has none
                 return self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
             if url.path.startswith("/static/"):
@@ -169,19 +201,23 @@ class _Handler(BaseHTTPRequestHandler):
             if url.path == "/api/prompts":
                 return self._json({"objects": self.server.prompts(axis, index)})
             return self._error(f"no such page: {url.path}", HTTPStatus.NOT_FOUND)
-        except (DataError, ValueError) as e:
+        except (DataError, ValueError, OverflowError) as e:
             return self._error(str(e))
         except Exception as e:  # noqa: BLE001 - the server keeps running whatever one request does
             return self._error(f"{type(e).__name__}: {e}", HTTPStatus.INTERNAL_SERVER_ERROR)
 
     def do_POST(self):  # noqa: N802
+        if self._refused("POST"):
+            return
         url = urlparse(self.path)
         try:
-            length = int(self.headers.get("Content-Length", 0))
+            length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
+            if not isinstance(body, dict):
+                raise DataError(f"the body must be a JSON object, got {type(body).__name__}")
             with self.server.changes:
                 return self._change(url.path, body)
-        except (DataError, ValueError, KeyError, TypeError) as e:
+        except (DataError, ValueError, KeyError, TypeError, OverflowError, RecursionError) as e:
             what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
             return self._error(what)
         except Exception as e:  # noqa: BLE001
@@ -217,10 +253,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json({"saved": path, "inputs": self.server.workspace.entries()})
         return self._error(f"no such action: {path}", HTTPStatus.NOT_FOUND)
 
-    def _static(self, name: str) -> None:
+    def _static(self, name: str, cookie: str | None = None) -> None:
         path = os.path.normpath(os.path.join(STATIC, name))
         if not path.startswith(STATIC + os.sep) or not os.path.isfile(path):
             return self._error(f"no such file: {name}", HTTPStatus.NOT_FOUND)
         with open(path, "rb") as f:
             body = f.read()
-        self._send(200, body, CONTENT_TYPES.get(os.path.splitext(path)[1], "application/octet-stream"))
+        self._send(200, body, CONTENT_TYPES.get(os.path.splitext(path)[1], "application/octet-stream"), cookie)

@@ -140,14 +140,26 @@ class Annotation:
         kind, *values = prompt
         if kind not in ("click", "box") or len(values) != (3 if kind == "click" else 4):
             raise DataError(f"a prompt is [\"click\", x, y, 1|0] or [\"box\", x0, y0, x1, y1], got {prompt!r}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise DataError(f"a prompt's values are numbers, got {prompt!r}")
+        if kind == "click" and values[2] not in (0, 1):
+            raise DataError(f"a click's label is 1 (inside) or 0 (outside), got {values[2]!r}")
         xs, ys = (values[0::2][:2], values[1::2][:2]) if kind == "box" else ([values[0]], [values[1]])
         if not all(0 <= x <= w for x in xs) or not all(0 <= y <= h for y in ys):
             raise DataError(f"the {kind} at {values[:4 if kind == 'box' else 2]} lies outside the {w} x {h} slice")
         key = (*self._key(axis, index), int(obj))
-        entry = self.objects.setdefault(key, {"label": int(label), "prompts": [], "mask": None})
-        entry["label"] = int(label)
-        entry["prompts"].append([kind, *[float(v) for v in values]])
-        self._replay(key)
+        before = self.objects.get(key)
+        entry = {"label": int(label), "prompts": [*(before or {}).get("prompts", []), [kind, *map(float, values)]],
+                 "mask": None}
+        self.objects[key] = entry
+        try:
+            self._replay(key)
+        except BaseException:  # the prompt is not taken: the object stays as it was
+            if before is None:
+                del self.objects[key]
+            else:
+                self.objects[key] = before
+            raise
         self._save_progress()
         return entry["mask"]
 
@@ -268,7 +280,9 @@ class Annotation:
         os.makedirs(os.path.dirname(os.path.abspath(self.progress_path)), exist_ok=True)
         tmp = self.progress_path + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(state, f)
+            json.dump(state, f, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())  # a crash leaves the old file or the new one, whole
         os.replace(tmp, self.progress_path)
 
     def _load_progress(self) -> None:

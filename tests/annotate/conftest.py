@@ -13,18 +13,20 @@ from samjax.segmenter import Segmenter
 
 @pytest.fixture()
 def start_server(tmp_path, monkeypatch):
-    """``start_server(hu, affine, labels, output, seed)``: writes ``hu`` as ``ct.nii.gz`` and serves it with
-    ``python -m samjax.annotate --checkpoint ... --ct-window 40,400``; stopped after the test."""
+    """``start_server(hu, affine, labels, output, seed, *extra)``: writes ``hu`` as ``ct.nii.gz`` (``hu`` None:
+    keeps the one written before) and serves it with ``python -m samjax.annotate --sam ... --ct-window 40,400``
+    and the ``extra`` arguments; stopped after the test."""
     servers = []
 
-    def start(hu, affine, labels, output, seed):
-        nib.save(nib.Nifti1Image(hu, affine), tmp_path / "ct.nii.gz")
+    def start(hu, affine, labels, output, seed, *extra):
+        if hu is not None:
+            nib.save(nib.Nifti1Image(hu, affine), tmp_path / "ct.nii.gz")
         model = make("vit", seed=seed)
         monkeypatch.setattr(Segmenter, "from_checkpoint", staticmethod(
             lambda checkpoint, model_type, preprocessing: Segmenter(model, ("background",), 64,
                                                                     preprocessing=preprocessing)))
-        server = annotate.main(["--input", str(tmp_path / "ct.nii.gz"), "--checkpoint", "sam", "--labels", labels,
-                                "--ct-window", "40,400", "--output", str(output), "--port", "0"], serve=False)
+        server = annotate.main(["--input", str(tmp_path / "ct.nii.gz"), "--sam", "sam", "--labels", labels,
+                                "--ct-window", "40,400", "--output", str(output), "--port", "0", *extra], serve=False)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server
