@@ -5,7 +5,7 @@
     python eval.py --workdir runs/quickstart --checkpoint 800 --output /tmp/step800
     python eval.py --workdir runs/interactive --clicks 20                 # box, then 1..20 clicks; NoC@85/90
     python eval.py --workdir runs/interactive --protocol box_corrections  # CVPR 2025 challenge: box + 5 corrections
-    python eval.py --config configs/finetune.py:vit_b,decoder,none --config.init_checkpoint=ckpt/sam_vit_b \
+    python eval.py --sam ckpt/sam_vit_b --model-type vit_b --config configs/finetune.py:vit_b,decoder,none \
         --config.train.mode=box --config.data.name=liver --output runs/zero_shot_b --clicks 5 --amg   # zero-shot
 
 The config is the run's own ``WORKDIR/config.json`` unless ``--config`` (with its ``--config.*``
@@ -15,8 +15,10 @@ plot and the best / median / worst overlays in ``--output`` (default ``WORKDIR/e
 evaluation split, ``WORKDIR/eval_<split>`` for another); box / point runs the click protocol; MAE runs their
 reconstruction loss and picture; interactive runs the click protocol (``samjax/train/click_eval.py``).
 
-Without ``--workdir`` the model is ``--config``'s as loaded from its ``init_checkpoint`` (a converted SAM:
-the zero-shot baselines), written to ``--output``. ``--clicks N`` adds the interactive protocol (a box,
+Without ``--workdir`` the model is a SAM as loaded, ``--sam FILE`` (Meta's ``.pth`` or a converted folder;
+``--model-type`` sets ``model.encoder``) or ``--config``'s ``init_checkpoint``, scored on ``--config``'s data
+and written to ``--output``: the zero-shot baselines. A SAM has no class heads, so its zero-shot evaluation
+needs prompts (``--config.train.mode=box`` or ``point``). ``--clicks N`` adds the interactive protocol (a box,
 then 1..N clicks, each at the largest error) for any model with SAM's own mask tokens, in ``OUTPUT/clicks``;
 ``--amg`` adds the automatic mask generator, its masks matched to the labels (``samjax/train/amg_eval.py``),
 in ``OUTPUT/amg``. ``--protocol box_corrections`` adds the CVPR 2025 interactive challenge's counting (a box,
@@ -33,6 +35,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "a config file (defaul
 _WORKDIR = flags.DEFINE_string("workdir", None, "the training run to evaluate (none: --config's model as loaded)")
 _SPLIT = flags.DEFINE_string("split", None, "the split to evaluate (default: the run's final_eval_split, else test)")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "which checkpoint of the run: latest, best or a step")
+_SAM = flags.DEFINE_string("sam", None, "a SAM as loaded instead of a run: Meta's .pth or a converted folder (sets "
+                           "init_checkpoint; needs --config for the data)")
+_MODEL_TYPE = flags.DEFINE_string("model-type", None, "the SAM of --sam: vit_t, vit_b, vit_l or vit_h (sets "
+                                  "model.encoder; default: the config's)")
 _PER = flags.DEFINE_enum("per", "image", ["image", "volume"], "score each 2D image or each restacked volume")
 _TOLERANCE = flags.DEFINE_float("nsd_tolerance", 2.0, "normalized surface Dice tolerance (mm, or pixels when "
                                 "the data set records no spacing)")
@@ -51,7 +57,13 @@ def _model_config(workdir: str | None):
     """The config of the model to evaluate: a training run's (loaded from it) or ``--config``'s as loaded."""
     from samjax.errors import ConfigError
 
+    from samjax.cli_options import check_run_checkpoint
+
     if workdir:
+        if _SAM.value or _MODEL_TYPE.value:
+            raise ConfigError("give --workdir RUN (a training run) or --sam FILE (a SAM's weights), not both")
+        if check_run_checkpoint(_CHECKPOINT.value):
+            raise ConfigError(check_run_checkpoint(_CHECKPOINT.value))
         if not os.path.isdir(os.path.join(workdir, "checkpoints")):
             raise ConfigError(f"--workdir {workdir} is not a training run (no checkpoints/ folder)")
         from samjax.train.run_info import run_config
@@ -60,12 +72,27 @@ def _model_config(workdir: str | None):
         cfg.init_checkpoint = workdir
         cfg.init_checkpoint_which = _CHECKPOINT.value
         return cfg
-    if _CONFIG.value is None or not _CONFIG.value.get("init_checkpoint", ""):
-        raise ConfigError("give --workdir RUN (a training run), or a model as loaded: --config configs/<file>.py "
-                          "--config.init_checkpoint=<converted SAM> --output DIR")
+    if _CONFIG.value is None:
+        raise ConfigError("give --workdir RUN (a training run), or a SAM as loaded: --sam FILE --config "
+                          "configs/<file>.py (its data) --output DIR")
+    cfg = _CONFIG.value
+    if _SAM.value:
+        cfg.init_checkpoint = _SAM.value
+    if _MODEL_TYPE.value:
+        if _MODEL_TYPE.value not in ("vit_t", "vit_b", "vit_l", "vit_h"):
+            raise ConfigError(f"--model-type {_MODEL_TYPE.value}: one of vit_t, vit_b, vit_l, vit_h")
+        cfg.model.encoder = _MODEL_TYPE.value
+    if not cfg.get("init_checkpoint", ""):
+        raise ConfigError("give --workdir RUN (a training run), or a SAM as loaded: --sam FILE --config "
+                          "configs/<file>.py (its data) --output DIR")
     if not _OUTPUT.value:
         raise ConfigError("--output DIR is needed without --workdir (where the results go)")
-    return _CONFIG.value
+    run = os.path.isdir(os.path.join(os.path.expanduser(cfg.init_checkpoint), "checkpoints"))
+    if not run and cfg.get("objective", "finetune") == "finetune" and cfg.train.mode == "auto":
+        raise ConfigError(f"{cfg.init_checkpoint} is a SAM: it has no class heads, so train.mode=auto would score "
+                          "random ones; evaluate it from prompts: --config.train.mode=box (or point), with "
+                          "--clicks N for the click protocol")
+    return cfg
 
 
 def _check_prompted(objective, cfg, flag: str) -> None:

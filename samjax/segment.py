@@ -3,23 +3,23 @@
     python -m samjax.segment --workdir runs/quickstart --input patient.nii.gz --output patient_seg.nii.gz
     python -m samjax.segment --workdir runs/quickstart --input scans/ --output labels/ --stats --preview
     python -m samjax.segment --workdir runs/box_run --input ct.nii.gz --prompts boxes.json --output seg.nii.gz
-    python -m samjax.segment --checkpoint sam_vit_b_01ec64.pth --input series_dir/ --prompts boxes.json --output o/
+    python -m samjax.segment --sam sam_vit_b_01ec64.pth --input series_dir/ --prompts boxes.json --output o/
 
 With ``--input`` (a 2D image, a NIfTI volume, a DICOM series folder, or a folder of these) every input
 becomes a label map (``samjax.segmenter``, ``samjax.scan_runner``): NIfTI over the input's voxels with its
 affine for volumes, PNG for 2D images, values the run's class indices. ``--workdir`` takes the run's
 config, classes and intensity handling (``--checkpoint best|latest|STEP`` picks the checkpoint); a run in
-auto mode segments every class, a box / point / interactive run or a converted SAM (``--checkpoint FILE``)
-needs ``--prompts`` (``samjax/scan_prompts.py``). Existing outputs are skipped unless ``--overwrite``.
+auto mode segments every class, a box / point / interactive run or a SAM (``--sam FILE``, Meta's ``.pth`` or
+a converted folder, with ``--model-type``) needs ``--prompts`` (``samjax/scan_prompts.py``). Existing outputs are skipped unless ``--overwrite``.
 
 The demo, without ``--input``:
 
     python -m samjax.segment --output overlay.png                       # built-in phantom, random weights
-    python -m samjax.segment --checkpoint sam_vit_b_01ec64.pth --image scan.png --box 40,60,200,220
-    python -m samjax.segment --checkpoint mobile_sam.pt --model-type vit_t --everything --output all.png
+    python -m samjax.segment --sam sam_vit_b_01ec64.pth --image scan.png --box 40,60,200,220
+    python -m samjax.segment --sam mobile_sam.pt --model-type vit_t --everything --output all.png
 
 Without ``--image`` it segments the Shepp-Logan head phantom that ships with scikit-image. Without
-``--checkpoint`` the model has random weights (nothing can be downloaded here), so the mask shows the
+``--sam`` the model has random weights (nothing can be downloaded here), so the mask shows the
 pipeline works, not what SAM sees: pass Meta's ``.pth`` or a converted folder for real masks.
 """
 
@@ -74,6 +74,15 @@ def _floats(text: str, n: tuple[int, ...], what: str) -> list[float]:
     return values
 
 
+def _point(text: str) -> list[float]:
+    """``x,y[,label]``: the label, when given, must be exactly 0 or 1 (0.5 is no click SAM knows)."""
+    values = _floats(text, (2, 3), "--point")
+    if len(values) == 3 and values[2] not in (0.0, 1.0):
+        raise argparse.ArgumentTypeError(f"--point {text}: the label {values[2]:g} must be 1 (foreground) or 0 "
+                                         "(background)")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     scans = parser.add_argument_group("scans (with --input)")
@@ -92,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
                        "its scan (the slice with the most labels)")
     scans.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     parser.add_argument("--image", help="PNG/JPEG/TIFF file (default: scikit-image's Shepp-Logan phantom)")
-    parser.add_argument("--checkpoint", help="Meta .pth or converted samjax folder (default: random weights); "
-                        "with --workdir: latest, best or a step")
-    parser.add_argument("--model-type", default="vit_b", choices=sorted(sam_model_registry))
+    parser.add_argument("--sam", help="a SAM: Meta's .pth or a converted samjax folder (demo default: random weights)")
+    parser.add_argument("--checkpoint", help="with --workdir: the run's checkpoint, latest (default), best or a step")
+    parser.add_argument("--model-type", default="vit_b", choices=sorted(sam_model_registry), help="the SAM of --sam")
     parser.add_argument("--image-size", type=int, default=None, help="encoder input size (default: the checkpoint's)")
     parser.add_argument("--box", type=lambda t: _floats(t, (4,), "--box"), help="x0,y0,x1,y1 in pixels")
-    parser.add_argument("--point", action="append", default=[], type=lambda t: _floats(t, (2, 3), "--point"),
+    parser.add_argument("--point", action="append", default=[], type=_point,
                         help="x,y[,label] in pixels; label 1 foreground (default), 0 background; repeatable")
     parser.add_argument("--multimask", action="store_true", help="draw all three candidate masks")
     parser.add_argument("--everything", action="store_true",
@@ -106,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="demo: the PNG to write (default overlay.png); scans: a "
                         "label map file (.nii.gz, .png) or a folder")
     args = parser.parse_args(argv)
+    from samjax.cli_options import run_or_sam
+
+    args.workdir, args.checkpoint, args.sam = run_or_sam(parser, args.workdir, args.checkpoint, args.sam)
     if args.input is not None or args.workdir is not None:
         return _segment_scans(args, parser)
     args.output = args.output or "overlay.png"
@@ -119,19 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     coords = labels = None
     if args.point:
         coords = np.array([p[:2] for p in args.point])
-        labels = np.array([int(p[2]) if len(p) == 3 else 1 for p in args.point])
+        labels = np.array([int(p[2]) if len(p) == 3 else 1 for p in args.point])  # _point checked 0 / 1
     if box is None and coords is None:
         h, w = image.shape[:2]
         box = np.array(DEFAULT_BOX) * np.array([w, h, w, h]) / 400.0 if args.image is None else np.array([0, 0, w, h])
 
     start = time.time()
     try:
-        model = sam_model_registry[args.model_type](checkpoint=args.checkpoint, image_size=args.image_size)
+        model = sam_model_registry[args.model_type](checkpoint=args.sam, image_size=args.image_size)
     except (CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if args.checkpoint is None:
-        print("note: no --checkpoint given, so the model has random weights and the mask is meaningless; "
+    if args.sam is None:
+        print("note: no --sam given, so the model has random weights and the mask is meaningless; "
               "pass Meta's sam_vit_b_01ec64.pth (or a converted folder) for real masks", file=sys.stderr)
     print(f"built SAM {args.model_type} at {model.img_size}x{model.img_size} in {time.time() - start:.1f}s")
 
@@ -174,20 +186,20 @@ def _segment_scans(args, parser) -> int:
     if not os.path.exists(args.input):
         print(f"error: --input {args.input} does not exist", file=sys.stderr)
         return 1
-    if args.workdir is None and args.checkpoint is None:
-        parser.error("give --workdir RUN (a trained run) or --checkpoint FILE (a converted SAM, with --prompts)")
+    if args.workdir is None and args.sam is None:
+        parser.error("give --workdir RUN (a trained run) or --sam FILE (a SAM's weights, with --prompts)")
     if args.axis is not None and args.axis not in (0, 1, 2):
         parser.error(f"--axis {args.axis} must be 0, 1 or 2")
     try:
         if args.workdir is not None:
             if args.ct_window or args.axis is not None:
                 parser.error("--ct-window and --axis are a converted SAM's: a run uses its data build's")
-            segmenter = Segmenter.from_workdir(args.workdir, args.checkpoint or "latest", args.batch_size)
+            segmenter = Segmenter.from_workdir(args.workdir, args.checkpoint, args.batch_size)
         else:
             if args.prompts is None:
                 parser.error("a converted SAM segments from prompts: give --prompts FILE.json")
             preprocessing = {"ct_window": args.ct_window, "axis": 2 if args.axis is None else args.axis}
-            segmenter = Segmenter.from_checkpoint(args.checkpoint, args.model_type, args.image_size, preprocessing,
+            segmenter = Segmenter.from_checkpoint(args.sam, args.model_type, args.image_size, preprocessing,
                                                   args.batch_size or 8)
     except (ConfigError, CheckpointError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -11,7 +11,9 @@ its output in ``<run>/train.log``; an entry with ``evaluate`` (the zero-shot bas
 that was killed continues from its last checkpoint (the trainer resumes), so a study started again goes on
 where it stopped. A failed run is reported with its log and the others go on (runs that start from it are
 skipped); the exit status says whether all finished. On a cluster, give each job a slice of the grid with
-``--only`` (shell patterns on run names) and the same ``--workdir``, then ``--table`` once.
+``--only`` (shell patterns on run names) and the same ``--workdir``, then ``--table`` once. ``--set KEY=VALUE``
+changes every run (refused, naming them, when some entry's config has no such field) and ``--set
+PATTERN:KEY=VALUE`` only the runs matching the pattern; each says which runs it changed.
 
 Written into ``--workdir``: ``study.csv`` (one row per run), ``study.md`` (one row per strategy and data
 budget: mean and standard deviation over seeds of Dice, HD95 and NSD, trainable parameters, train time)
@@ -96,6 +98,65 @@ def expand(cfg, extra: dict | None = None) -> list[Run]:
                 runs.append(Run(name, entry["name"], int(shots), int(seed), entry["config"],
                                 tuple(sorted(overrides.items())), entry.get("after", ""),
                                 None if evaluate is None else tuple(str(a) for a in evaluate)))
+    return runs
+
+
+def parse_set(text: str) -> tuple[str | None, str, str]:
+    """``--set [PATTERN:]KEY=VALUE`` -> ``(pattern or None, key, value)``; PATTERN is a shell pattern of run or
+    entry names (``'setup2/*'``)."""
+    left, eq, value = text.partition("=")
+    pattern, colon, key = left.rpartition(":")
+    if not eq or not key.strip() or re.search(r"[^\w.]", key.strip()):
+        raise StudyError(f"--set {text}: give KEY=VALUE or PATTERN:KEY=VALUE, e.g. --set data.name=liver or "
+                         "--set 'setup2/*:optim.learning_rate=1e-4'")
+    return (pattern if colon else None), key.strip(), value
+
+
+def _config_has(config_dir: str, spec: str, key: str, cache: dict) -> bool:
+    """Whether the config ``file[:arg]`` (relative to ``config_dir``) has the field ``key`` (dotted)."""
+    if spec not in cache:
+        file, _, arg = spec.partition(":")
+        path = os.path.join(config_dir, file)
+        if ROOT not in sys.path:
+            sys.path.insert(0, ROOT)
+        module_spec = importlib.util.spec_from_file_location(f"study_entry_{len(cache)}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        cache[spec] = module.get_config(arg or None)
+    node = cache[spec]
+    for part in key.split("."):
+        if not hasattr(node, "keys") or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def apply_sets(runs: list[Run], sets: list[str], config_dir: str, log=print) -> list[Run]:
+    """The command line's ``--set`` values on the runs they name (all, or those matching their pattern). A key
+    that some touched run's config lacks is refused (train.py would fail on it), naming those runs; each
+    ``--set`` says in one line which runs it changed."""
+    cache: dict = {}
+    for text in sets:
+        pattern, key, value = parse_set(text)
+        if key in ("data.few_shot", "seed"):
+            raise StudyError(f"--set {text}: {key} is the study's own (its few_shot budgets and seeds); change them "
+                             "in the study config")
+        touched = [r for r in runs if pattern is None or fnmatch.fnmatch(r.name, pattern)
+                   or fnmatch.fnmatch(r.group, pattern)]
+        if not touched:
+            raise StudyError(f"--set {text}: {pattern!r} matches no run; the entries are: "
+                             f"{', '.join(dict.fromkeys(r.group for r in runs))}")
+        lacking = list(dict.fromkeys(r.group for r in touched if not _config_has(config_dir, r.config, key, cache)))
+        if lacking:
+            raise StudyError(f"--set {text}: {', '.join(lacking[:4])}{' ...' if len(lacking) > 4 else ''} "
+                             f"({len(lacking)} entr{'y' if len(lacking) == 1 else 'ies'}) have no {key} in their "
+                             f"config; scope it to the entries it is meant for: --set 'PATTERN:{key}={value}'")
+        names = {id(r) for r in touched}
+        runs = [dataclasses.replace(r, overrides=tuple(sorted({**dict(r.overrides), key: value}.items())))
+                if id(r) in names else r for r in runs]
+        groups = list(dict.fromkeys(r.group for r in touched))
+        log(f"--set {text}: {len(touched)} of {len(runs)} runs ({', '.join(groups[:6])}"
+            f"{f' and {len(groups) - 6} more entries' if len(groups) > 6 else ''})")
     return runs
 
 
@@ -263,17 +324,15 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True, help="the study config, path[:arg] (configs/study.py)")
     p.add_argument("--workdir", required=True, help="where the runs and the table go")
     p.add_argument("--only", action="append", default=[], help="shell pattern of run names (repeatable)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a config override for every run, e.g. data.name=liver (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="[PATTERN:]KEY=VALUE",
+                   help="a config override for every run, e.g. data.name=liver, or for the runs matching PATTERN, "
+                   "e.g. 'setup2/*:optim.learning_rate=1e-4' (repeatable)")
     p.add_argument("--table", action="store_true", help="only write the table of the finished runs")
     p.add_argument("--dry-run", action="store_true", help="print the runs' commands, run nothing")
     args = p.parse_args(argv)
     try:
         cfg, config_dir = load_study(args.config)
-        bad = [s for s in args.set if "=" not in s]
-        if bad:
-            raise StudyError(f"--set {bad[0]}: give KEY=VALUE, e.g. --set data.name=liver")
-        runs = expand(cfg, dict(s.split("=", 1) for s in args.set))
+        runs = apply_sets(expand(cfg), args.set, config_dir, log=lambda line: print(line, file=sys.stderr))
         if not os.path.isfile(os.path.join(ROOT, "train.py")):
             raise StudyError(f"{ROOT} has no train.py: run the study from a clone of samjax (pip install -e .)")
     except StudyError as e:

@@ -99,7 +99,7 @@ def test_bad_prompts_and_wrong_modes_are_named(model, volume):
 
 
 def test_the_command_segments_a_nifti_from_a_prompt_file(model, volume, tmp_path, monkeypatch, capsys):
-    """``--checkpoint FILE --prompts``: the converted-SAM path of the command (the tiny SAM stands in for the
+    """``--sam FILE --prompts``: the converted-SAM path of the command (the tiny SAM stands in for the
     registry's full-size one) writes what ``segment_volume`` gives, over the input's voxels."""
     import json
 
@@ -119,7 +119,7 @@ def test_the_command_segments_a_nifti_from_a_prompt_file(model, volume, tmp_path
         return Segmenter(model, ("background",), 64, preprocessing={**preprocessing, "percentiles": [1.0, 99.0]})
 
     monkeypatch.setattr(Segmenter, "from_checkpoint", staticmethod(from_checkpoint))
-    args = ["--checkpoint", "sam_vit_t", "--model-type", "vit_t", "--input", str(tmp_path / "scan.nii.gz"),
+    args = ["--sam", "sam_vit_t", "--model-type", "vit_t", "--input", str(tmp_path / "scan.nii.gz"),
             "--axis", "1", "--output", str(tmp_path / "seg.nii.gz")]
     assert segment.main([*args, "--prompts", str(tmp_path / "boxes.json")]) == 0
     assert built == [("sam_vit_t", "vit_t", {"ct_window": None, "axis": 1})]

@@ -47,6 +47,21 @@ def test_the_grid():
     cmd = study.command(runs[-1], "/w", "/c", None)
     assert cmd[1].endswith("eval.py") and cmd[cmd.index("--output") + 1] == "/w/zero-shot/vit_h/eval"
     assert "--clicks" in cmd and "--config.train.mode=box" in cmd
+    lines = []
+    scoped = study.apply_sets(study.expand(cfg), ["setup3/*:optim.learning_rate=5e-4", "data.name=x"], os.path.dirname(CONFIG), lines.append)
+    assert [dict(r.overrides).get("optim.learning_rate") for r in scoped] == [None, None, "5e-4", "5e-4"]
+    assert all(dict(r.overrides)["data.name"] == "x" for r in scoped)
+    assert lines == ["--set setup3/*:optim.learning_rate=5e-4: 2 of 4 runs (setup3/mae, setup3/vit_b-decoder-none)",
+                     "--set data.name=x: 4 of 4 runs (setup1/vit_b-decoder-none, setup3/mae, setup3/vit_b-decoder-none)"]
+    with pytest.raises(study.StudyError, match=r"setup1/vit_b-decoder-none, setup3/vit_b-decoder-none \(2 entries\) "
+                       r"have no mae.mask_ratio in their config; scope it .*'PATTERN:mae.mask_ratio=0.5'"):
+        study.apply_sets(study.expand(cfg), ["mae.mask_ratio=0.5"], os.path.dirname(CONFIG), lines.append)
+    assert len(study.apply_sets(study.expand(cfg), ["setup3/mae:mae.mask_ratio=0.5"], os.path.dirname(CONFIG),
+                                lines.append)) == 4
+    for bad, message in [("seed=3", "the study's own"), ("nothing/*:seed=3", "the study's own"),
+                         ("zzz/*:data.name=x", "matches no run"), ("data.name", "give KEY=VALUE")]:
+        with pytest.raises(study.StudyError, match=message):
+            study.apply_sets(study.expand(cfg), [bad], os.path.dirname(CONFIG), lines.append)
     with pytest.raises(study.StudyError, match="names no earlier entry"):
         cfg.runs[2]["after"] = "setup2/nothing"
         study.expand(cfg)

@@ -92,3 +92,8 @@ def test_train_and_eval_commands_print_one_line(tmp_path, data_dir):
                   "--workdir", str(tmp_path / "nothing")])
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "is not a training run" in result.stderr.strip().splitlines()[-1]
+    result = run([sys.executable, os.path.join(ROOT, "eval.py"), "--config", os.path.join(ROOT, "configs", "tiny.py"),
+                  "--sam", "sam_vit_b.pth", "--model-type", "vit_b", "--output", str(tmp_path / "zero")])
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+        "error: sam_vit_b.pth is a SAM: it has no class heads, so train.mode=auto would score random ones; evaluate "
+        "it from prompts: --config.train.mode=box (or point), with --clicks N for the click protocol")

@@ -118,8 +118,12 @@ def test_eval_reproduces_the_final_evaluation(straight_run, tmp_path):
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1].startswith("error: --clicks needs SAM's")
     result = run([sys.executable, os.path.join(ROOT, "eval.py")])
     assert result.returncode == 1 and result.stderr.strip() == (
-        "error: give --workdir RUN (a training run), or a model as loaded: --config configs/<file>.py "
-        "--config.init_checkpoint=<converted SAM> --output DIR")
+        "error: give --workdir RUN (a training run), or a SAM as loaded: --sam FILE --config configs/<file>.py "
+        "(its data) --output DIR")
+    result = _eval(straight_run, "--checkpoint", "ckpt/sam_vit_b")  # the shared vocabulary: a SAM is --sam
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+        "error: --checkpoint 'ckpt/sam_vit_b': a run's checkpoint is latest, best or a step number; a SAM's weights "
+        "go to --sam FILE")
 
     with pytest.raises(CheckpointError, match="no checkpoint of step 3; it has steps"):
         latest_model_params(straight_run, "3")  # eval.py prints it as one line (test_config_check: its form)
