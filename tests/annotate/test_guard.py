@@ -46,7 +46,8 @@ def test_requests_from_elsewhere_are_refused_with_one_line_each(tmp_path, start_
     assert status == 403 and "origin 'http://evil.example'" in body["error"]
     status, body, _ = _request(server, "POST", "/api/prompt", b"", {"Content-Length": str(MAX_BODY + 1)})
     assert status == 413 and "limit" in body["error"]
-    assert not server.annotation.objects  # nothing refused reached the annotation
+    assert not server.annotation.objects  # nothing refused reached the annotation, nor the disk
+    assert not (tmp_path / "out.nii.gz").exists() and not (tmp_path / "out.nii.gz.progress.json").exists()
 
     status, body, _ = _request(server, "POST", "/api/prompt", click, {"Origin": f"http://127.0.0.1:{port}"})
     assert status == 200 and body["pixels"] > 0  # the page's own request
@@ -57,8 +58,9 @@ def test_requests_from_elsewhere_are_refused_with_one_line_each(tmp_path, start_
     assert len(refusals) == 5 and all("\n" not in line and line.startswith("annotate: refused") for line in refusals)
 
 
-def test_the_token_is_asked_for_and_kept_in_a_cookie(tmp_path, start_server, hu):
-    server = start_server(hu, np.eye(4), "organ", tmp_path / "out.nii.gz", 3, "--token")
+@pytest.mark.parametrize("flags", [("--host", "0.0.0.0"), ("--token",)], ids=["network", "asked"])
+def test_the_token_is_asked_for_and_kept_in_a_cookie(tmp_path, start_server, hu, flags):
+    server = start_server(hu, np.eye(4), "organ", tmp_path / "out.nii.gz", 3, *flags)
     token = server.guard.token
     assert token and len(token) >= 24 and server.page_url == f"{server.url}?token={token}"
     status, body, _ = _request(server, "GET", "/api/info")
@@ -73,6 +75,11 @@ def test_the_token_is_asked_for_and_kept_in_a_cookie(tmp_path, start_server, hu)
     assert _request(server, "GET", "/api/info", headers={"Cookie": f"{COOKIE}={token}"})[0] == 200
     assert _request(server, "GET", "/api/info", headers={HEADER: token})[0] == 200
     assert _request(server, "GET", "/api/info", headers={"Cookie": f"{COOKIE}=x{token}"})[0] == 403
+    click = {"axis": 2, "index": 1, "object": 1, "label": 1, "prompt": ["click", 14.5, 12.5, 1]}
+    assert _request(server, "POST", "/api/prompt", click)[0] == 403
+    assert _request(server, "POST", "/api/save", {"overwrite": True})[0] == 403
+    assert not (tmp_path / "out.nii.gz").exists() and not (tmp_path / "out.nii.gz.progress.json").exists()
+    assert _request(server, "POST", "/api/prompt", click, {HEADER: token})[0] == 200
 
 
 def test_the_guard_knows_its_addresses():
