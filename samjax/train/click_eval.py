@@ -85,13 +85,15 @@ class ClickScores:
 
     def __init__(self, class_names: Sequence[str], num_clicks: int):
         self.class_names, self.num_clicks = tuple(class_names), num_clicks
-        self.classes, self.dice, self.iou = [], [], []
+        self.classes, self.dice, self.iou, self.images = [], [], [], []
 
-    def add(self, classes, intersection, pred_sum, target_sum) -> None:
-        """Rows of real objects: ``classes (M,)``, ``intersection, pred_sum (M, 1 + N)``, ``target_sum (M,)``."""
+    def add(self, classes, intersection, pred_sum, target_sum, images=None) -> None:
+        """Rows of real objects: ``classes (M,)``, ``intersection, pred_sum (M, 1 + N)``, ``target_sum (M,)``;
+        ``images (M,)``: the index in the split of each object's image (-1: unknown)."""
         inter, pred = np.asarray(intersection, np.float64), np.asarray(pred_sum, np.float64)
         target = np.asarray(target_sum, np.float64)[:, None]
         union = pred + target - inter
+        self.images.append(np.full(len(inter), -1, np.int64) if images is None else np.asarray(images, np.int64))
         self.classes.append(np.asarray(classes, np.int64))
         self.dice.append(np.where(pred + target > 0, 2 * inter / np.maximum(pred + target, 1), 1.0))
         self.iou.append(np.where(union > 0, inter / np.maximum(union, 1), 1.0))
@@ -122,6 +124,16 @@ class ClickScores:
             out[key] = np.mean([e[key] for e in per_class.values()], 0).tolist() if per_class else []
         return out
 
+    def rows(self) -> list[dict]:
+        """One row per object, in evaluation order: ``image`` (its index in the split), ``class``, ``dice_box``,
+        ``dice_1`` .. ``dice_N``."""
+        if not self.classes:
+            return []
+        images, classes, dice = (np.concatenate(v) for v in (self.images, self.classes, self.dice))
+        return [{"image": int(i), "class": self.class_names[c], "dice_box": float(d[0]),
+                 **{f"dice_{k}": float(d[k]) for k in range(1, self.num_clicks + 1)}}
+                for i, c, d in zip(images, classes, dice)]
+
 
 def eval_prompts(cfg, num_classes: int) -> SimulatePrompts:
     """Every object of an image in class mode (``K`` = foreground classes); components: ``train.num_objects``."""
@@ -148,14 +160,19 @@ def run_clicks(cfg, trainable, params, frozen, mesh, class_names: Sequence[str],
 
     predict = jit_once(trainable, f"click_protocol{num_clicks}x{prompts.num_objects}", make)
     scores = ClickScores(class_names, num_clicks)
+    seen = 0
     for host, device in eval_batches(cfg, mesh, KEYS, split, max_examples, prompts=prompts,
                                      low_res_size=strategy.model_spec(cfg).low_res_size):
         out = predict(params, frozen, device)
         counts = {k: gather_rows(out[k]) for k in ("intersection", "pred_sum", "target_sum")}
         weight = gather_rows(device["weight"]) > 0
-        keep = (gather_rows(device["object_valid"]) & weight[:, None]).reshape(-1)
+        valid = gather_rows(device["object_valid"])
+        keep = (valid & weight[:, None]).reshape(-1)
         classes = gather_rows(device["object_class"]).reshape(-1)
-        scores.add(classes[keep], *(counts[k][keep] for k in ("intersection", "pred_sum", "target_sum")))
+        images = np.repeat(seen + np.cumsum(weight) - 1, valid.shape[1])  # each object's image in the split
+        seen += int(weight.sum())
+        scores.add(classes[keep], *(counts[k][keep] for k in ("intersection", "pred_sum", "target_sum")),
+                   images=images[keep])
         if on_batch is not None:
             on_batch(host, out)
     return scores
@@ -196,9 +213,11 @@ def click_pictures(host: dict, out: dict, limit: int) -> list[np.ndarray]:
     return rows
 
 
-def write_click_report(out_dir: str, summary: dict, meta: dict, pictures: Sequence[np.ndarray] = ()) -> dict:
+def write_click_report(out_dir: str, summary: dict, meta: dict, pictures: Sequence[np.ndarray] = (),
+                       objects: Sequence[dict] = ()) -> dict:
     """``metrics.json`` (``meta`` and the summary), ``dice_vs_clicks.csv`` (class, prompt, Dice, IoU,
-    objects), ``dice_vs_clicks.png`` and, given pictures, ``clicks.png``. Returns what metrics.json holds."""
+    objects), ``dice_vs_clicks.png``, given pictures ``clicks.png``, and given ``objects``
+    (:meth:`ClickScores.rows`) ``objects.csv``, one row per object. Returns what metrics.json holds."""
     from samjax.overlay import save_png
     from samjax.plots import line_plot
 
@@ -216,6 +235,12 @@ def write_click_report(out_dir: str, summary: dict, meta: dict, pictures: Sequen
             for c in range(n):
                 writer.writerow([name, f"{c + 1} click" + "s" * (c > 0), f"{e['dice_vs_clicks'][c]:.6f}",
                                  f"{e['iou_vs_clicks'][c]:.6f}", e["objects"]])
+    if objects:
+        with open(os.path.join(out_dir, "objects.csv"), "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(objects[0]))
+            writer.writeheader()
+            writer.writerows({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()}
+                             for row in objects)
     if summary["per_class"]:
         series = {name: e["dice_vs_clicks"] for name, e in summary["per_class"].items()}
         series["mean"] = summary["dice_vs_clicks"]
@@ -248,10 +273,11 @@ def evaluate_clicks(cfg, trainable, params, frozen, mesh, class_names: Sequence[
                         on_batch=keep_pictures)
     summary = scores.summary()
     meta = {"split": split, "data": cfg.data.get("eval_name", "") or cfg.data.name}
-    result = write_click_report(out_dir, summary, meta, kept) if jax.process_index() == 0 else {**meta, **summary}
+    result = (write_click_report(out_dir, summary, meta, kept, scores.rows()) if jax.process_index() == 0
+              else {**meta, **summary})
     if summary["per_class"]:
         log(f"{split}: Dice with a box {summary['dice_box']:.4f}, 1 click {summary['dice_vs_clicks'][0]:.4f}, "
             f"{num_clicks} clicks {summary['dice_vs_clicks'][-1]:.4f}, NoC@85 {summary['noc85']:.2f}, NoC@90 "
             f"{summary['noc90']:.2f} ({summary['objects']} objects); wrote {out_dir}/metrics.json, "
-            "dice_vs_clicks.csv and .png")
+            "dice_vs_clicks.csv and .png, objects.csv")
     return result

@@ -21,7 +21,10 @@ def test_click_scores_average_objects_per_class_then_classes():
     scores = click_eval.ClickScores(("background", "liver", "lesion"), num_clicks=2)
     # liver: two objects of 10 pixels; lesion: one of 4 pixels. Columns: box, 1 click, 2 clicks.
     scores.add([1, 2], intersection=[[5, 9, 10], [0, 2, 4]], pred_sum=[[5, 9, 10], [4, 4, 4]], target_sum=[10, 4])
-    scores.add([1], intersection=[[10, 8, 9]], pred_sum=[[20, 8, 9]], target_sum=[10])
+    scores.add([1], intersection=[[10, 8, 9]], pred_sum=[[20, 8, 9]], target_sum=[10], images=[7])
+    rows = scores.rows()  # objects.csv: one row per object, its image's index in the split (-1: not given)
+    assert [(r["image"], r["class"]) for r in rows] == [(-1, "liver"), (-1, "lesion"), (7, "liver")]
+    assert rows[2]["dice_box"] == pytest.approx(2 / 3) and rows[2]["dice_2"] == pytest.approx(18 / 19)
     s = scores.summary()
     liver, lesion = s["per_class"]["liver"], s["per_class"]["lesion"]
     assert liver["objects"] == 2 and lesion["objects"] == 1 and s["objects"] == 3

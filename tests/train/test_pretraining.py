@@ -74,7 +74,7 @@ def test_interactive_training_raises_click_dice_and_chains(interactive_run, data
     test_curve = metrics["dice_vs_clicks"]
     assert all(b >= a - 0.03 for a, b in zip(test_curve, test_curve[1:])), test_curve
     assert test_curve[-1] >= test_curve[0] + 0.02, test_curve
-    for name in ("clicks.png", "dice_vs_clicks.png", "dice_vs_clicks.csv"):
+    for name in ("clicks.png", "dice_vs_clicks.png", "dice_vs_clicks.csv", "objects.csv"):
         assert (workdir / "eval" / name).is_file()
     wide = [f"--config.model.overrides.{k}={v}" for k, v in
             dict(prompt_embed_dim=64, decoder_mlp_dim=128, iou_head_hidden_dim=64, mask_in_chans=16).items()]
