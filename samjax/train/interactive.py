@@ -123,9 +123,13 @@ def interact(model, emb, prompts, multimask, targets, valid, key, clicks, scale:
     return masks0, iou0, masks, ious, (coords, labels)
 
 
-def _per_object(batch: dict, size: int):
-    """``(N, L, L)`` targets and real (non-padding) pixels of the ``N = B * K`` objects."""
+def _per_object(batch: dict, size: int, full_res: bool):
+    """``(N, L, L)`` targets and real (non-padding) pixels of the ``N = B * K`` objects, or ``(N, S, S)`` at the
+    input resolution with ``full_res``."""
     b, k = batch["object_valid"].shape
+    if full_res:
+        s = batch["image"].shape[1]
+        return batch["object_masks_full"].reshape(b * k, s, s), jnp.repeat(batch["valid"], k, axis=0)
     valid = jnp.repeat(supervised.low_res(batch["valid"], size), k, axis=0)
     return batch["object_masks"].reshape(b * k, size, size), valid
 
@@ -136,18 +140,21 @@ def interactive_loss(model, batch: dict, key, cfg, dtype=jnp.float32):
     drop_key, box_key, schedule_key, click_key = jax.random.split(key, 4)
     b, k = batch["object_valid"].shape
     emb = jnp.repeat(supervised.encode(model, batch["image"], batch["valid"], drop_key, dtype), k, axis=0)
-    size = batch["object_masks"].shape[-1]
-    targets, valid = _per_object(batch, size)
+    full_res = bool(c.get("full_res", False))
+    targets, valid = _per_object(batch, batch["object_masks"].shape[-1], full_res)
+    size = targets.shape[-1]
     use_box = jax.random.bernoulli(box_key, float(c.box_probability), (b * k,))
     prompts = first_prompts(batch, use_box, int(c.click_rounds) + 1)
     clicks = click_schedule(schedule_key, int(c.click_rounds), int(c.no_click_rounds))
     scale = batch["image"].shape[1] / size
     masks0, iou0, masks, ious, _ = interact(model, emb, prompts, ~use_box, targets, valid, click_key, clicks,
                                             scale, str(c.get("click_mode", "uniform")), dtype)
+    if full_res:  # SAM 2's losses are on the masks upsampled to the input size
+        masks0, masks = supervised.upsample(masks0, size), supervised.upsample(masks, size)
     t = masks0.shape[1]
     multi = jnp.arange(t) > 0
     candidates = jnp.where((~use_box)[:, None], multi[None], ~multi[None]).reshape(b, k, t)
-    pixel_weights = supervised.low_res(batch["valid"], size)
+    pixel_weights = batch["valid"] if full_res else supervised.low_res(batch["valid"], size)
     shape = (b, k, size, size)
     alpha = float(c.get("focal_alpha", 0.25))
     first, first_terms = losses.prompted_loss(masks0.reshape(b, k, t, size, size), iou0.reshape(b, k, t),
@@ -197,6 +204,9 @@ class InteractiveTraining(Objective):
         if int(cfg.train.num_objects) < 1:
             raise ConfigError(f"train.num_objects={cfg.train.num_objects} must be >= 1")
 
+    def train_keys(self, cfg) -> tuple[str, ...]:
+        return PROMPT_KEYS + (("object_masks_full",) if cfg.interactive.get("full_res", False) else ())
+
     def prompts(self, cfg, data: TrainData):
         return _simulate(cfg, data.num_classes)
 
@@ -238,4 +248,5 @@ def _class_names(data) -> tuple[str, ...]:
 def _simulate(cfg, num_classes: int) -> SimulatePrompts:
     """The objects and first prompts of training and validation examples (K objects, one point each)."""
     return SimulatePrompts(num_objects=int(cfg.train.num_objects), num_points=1, num_classes=num_classes or None,
-                           objects=str(cfg.interactive.get("objects", "class")))
+                           objects=str(cfg.interactive.get("objects", "class")),
+                           full_masks=bool(cfg.interactive.get("full_res", False)))

@@ -72,6 +72,10 @@ class Objective:
     def check(self, cfg) -> None:
         """Raises ``ConfigError`` for values of this objective's own config fields."""
 
+    def train_keys(self, cfg) -> tuple[str, ...]:
+        """The batch fields the training step reads (``batch_keys``; an objective may add config-dependent ones)."""
+        return self.batch_keys
+
     def open_data(self, cfg) -> TrainData:
         """The training sources of ``cfg.data`` (several names mixed with ``data.weights``)."""
         from samjax.errors import DataError

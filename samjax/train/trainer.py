@@ -93,7 +93,7 @@ def train(cfg, workdir: str) -> Run:
     objective, mesh, data, trainable = setup(cfg)
     os.makedirs(workdir, exist_ok=True)
     chief = jax.process_index() == 0
-    keys = objective.batch_keys
+    keys = objective.train_keys(cfg)
 
     ckpts = TrainCheckpoints(workdir, keep=int(cfg.keep_checkpoints), best_metric=objective.best_metric,
                              higher_is_better=objective.best_higher)

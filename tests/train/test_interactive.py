@@ -30,7 +30,7 @@ def tiny_sam():
 
 def _objects(cfg, n=4, seed=0):
     raw = fake_batch(cfg, seed=seed)
-    simulate = SimulatePrompts(num_objects=2, num_classes=6)
+    simulate = SimulatePrompts(num_objects=2, num_classes=6, full_masks=True)
     examples = [simulate.random_map({k: v[i] for k, v in raw.items()}, np.random.default_rng(i)) for i in range(n)]
     return {k: jnp.asarray(np.stack([e[k] for e in examples])) for k in examples[0]}
 
@@ -86,7 +86,8 @@ def test_interactive_step_learns_on_one_batch():
     data = objective.TrainData((), None, ("background", "body", "liver", "kidney", "bone", "lesion"))
     trainable = Trainable(obj.build_model(cfg, data, log=lambda m: None), obj.trainable_filter(cfg), cfg, mesh,
                           obj.loss, log=lambda m: None)
-    batch = {k: np.asarray(v) for k, v in _objects(cfg, n=8).items() if k in obj.batch_keys}
+    batch = {k: np.asarray(v) for k, v in _objects(cfg, n=8).items() if k in obj.train_keys(cfg)}
+    assert "object_masks_full" in batch  # the tiny config trains at the input resolution (full_res)
     batch = parallel.global_batch(batch, mesh)
     state, frozen = trainable.init_state(), trainable.frozen()
     losses = []

@@ -106,6 +106,24 @@ def test_interactive_training_raises_click_dice_and_chains(interactive_run, data
         "error: --per volume scores class maps, and this interactive run"), result.stderr[-2000:]
 
 
+
+def test_corrections_raise_the_largest_livers(interactive_run, data_dir):
+    """The five test livers a person would pick first (the largest; tests/annotate/test_trained.py clicks them on
+    the page and gets eval.py's Dice for each, click after click): 3 corrections after the click in the middle
+    raise their mean Dice."""
+    import csv
+
+    from samjax.data import pipeline
+
+    src = pipeline.open_source("phantoms/labeled_64", "test", data_dir)
+    liver = list(src.class_names).index("liver")
+    slices = np.argsort([-(r["label"] == liver).sum() for r in src.records], kind="stable")[:5]
+    with open(interactive_run / "eval" / "objects.csv") as f:
+        rows = {(int(r["image"]), r["class"]): r for r in csv.DictReader(f)}
+    first, last = (np.mean([float(rows[(int(k), "liver")][f"dice_{n}"]) for k in slices]) for n in (1, 4))
+    assert last > first, (first, last)
+
+
 def _fed_back_mask_effect(workdir, data_dir) -> tuple[float, float]:
     """The second click of the click protocol on 16 test slices, decoded with the first click's mask fed back
     and without it: the fraction of the objects' pixels (union of both masks and the target) whose label
