@@ -210,7 +210,8 @@ def euclidean_depth(region: jax.Array, rows_per_pass: int = 32) -> jax.Array:
         return jnp.minimum(out, border[:, None])
 
     flat = (row ** 2).reshape((-1, h, w))
-    return jax.lax.map(one, flat).reshape(region.shape) * region
+    masks_per_pass = max(1, (1 << 23) // (rows_per_pass * h * w))  # vectorized in chunks of ~8M elements
+    return jax.lax.map(one, flat, batch_size=min(masks_per_pass, flat.shape[0])).reshape(region.shape) * region
 
 
 def next_click(key: jax.Array, pred_masks, gt_masks, valid=None, scale: float = 1.0, mode: str = "uniform"):
