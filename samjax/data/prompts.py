@@ -226,27 +226,29 @@ def next_click(key: jax.Array, pred_masks, gt_masks, valid=None, scale: float = 
         the error pixels farthest (Euclidean, :func:`euclidean_depth`) from their error region's outline,
         false negatives and false positives taken apart and the image border counting as outline (the
         clicks of interactive-segmentation benchmarks, RITM's and SimpleClick's: the innermost point of
-        the largest error).
+        the largest error); ``"innermost"``: the same pixels, the first of them in raster order (no
+        randomness: RITM's clicker, the click protocol, a person's page replayed by a test).
 
     Returns:
       ``points (..., 2)`` float32 xy ``(col + 0.5, row + 0.5) * scale`` and ``labels (...,)`` int32:
       1 if the pixel is a false negative (add foreground), 0 if a false positive, -1 if the
       prediction has no error (points are then 0). Jit-able and vmappable.
     """
-    if mode not in ("uniform", "center"):
-        raise ValueError(f"mode must be 'uniform' or 'center', got {mode!r}")
+    if mode not in ("uniform", "center", "innermost"):
+        raise ValueError(f"mode must be 'uniform', 'center' or 'innermost', got {mode!r}")
     pred, gt = jnp.asarray(pred_masks, bool), jnp.asarray(gt_masks, bool)
     error = pred ^ gt
     if valid is not None:
         error = error & jnp.asarray(valid, bool)
     gt = jnp.broadcast_to(gt, error.shape)
-    if mode == "center":  # false negatives and false positives are separate regions, even where they touch
+    if mode != "uniform":  # false negatives and false positives are separate regions, even where they touch
         depths = euclidean_depth(jnp.stack([error & gt, error & ~gt]))
         depth = depths[0] + depths[1]
         error = error & (depth == depth.max((-2, -1), keepdims=True))
     h, w = error.shape[-2:]
     flat = error.reshape(error.shape[:-2] + (h * w,))
-    score = jnp.where(flat, jax.random.uniform(key, flat.shape), -1.0)
+    ranks = jnp.arange(h * w, 0, -1, dtype=jnp.float32) if mode == "innermost" else jax.random.uniform(key, flat.shape)
+    score = jnp.where(flat, ranks, -1.0)
     index = jnp.argmax(score, axis=-1)
     found = flat.any(-1)
     is_fn = jnp.take_along_axis(gt.reshape(flat.shape), index[..., None], axis=-1)[..., 0]

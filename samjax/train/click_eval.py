@@ -10,7 +10,8 @@ component; ``samjax.data.prompts.SimulatePrompts`` finds them, up to ``K`` per i
   the three multimask outputs the one of highest predicted IoU, as SAM's predictor answers an ambiguous click;
 * **click k > 1**: every earlier click plus one at the error pixel farthest (Euclidean) from the outline of
   its error region (false negatives and false positives apart: positive on a miss, negative on a false
-  alarm), the previous low-res logits fed back as the mask prompt. RITM and SimpleClick place clicks so,
+  alarm; of equally deep pixels the first in raster order), the previous low-res logits fed back as the mask
+  prompt. RITM and SimpleClick place clicks so,
   which makes NoC comparable with published numbers.
 
 Masks are scored at the input resolution (low-res logits upsampled bilinearly, > 0) on the image's real
@@ -56,7 +57,7 @@ def click_protocol(model, batch: dict, num_clicks: int, dtype=jnp.float32) -> di
     point_prompts = interactive.first_prompts(batch, jnp.zeros((n,), bool), num_clicks)
     masks0, iou0, masks, _, (coords, labels) = interactive.interact(
         model, emb, point_prompts, jnp.ones((n,), bool), truth, valid, jax.random.key(0),
-        jnp.ones((num_clicks - 1,), bool), 1.0, "center", dtype)
+        jnp.ones((num_clicks - 1,), bool), 1.0, "innermost", dtype)
     best = 1 + jnp.argmax(iou0[:, 1:], axis=-1)
     first = jnp.take_along_axis(masks0, best[:, None, None, None], axis=1)[:, 0]
     box_prompts = interactive.first_prompts(batch, jnp.ones((n,), bool), 1)

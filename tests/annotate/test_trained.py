@@ -42,8 +42,9 @@ def _serve(*args):
 
 def _click_and_correct(page, server, truth, k: int, label: int, corrections: int = 3) -> tuple[list, np.ndarray]:
     """A click in the middle of ``truth`` on slice ``k``, then up to ``corrections`` clicks where the click protocol
-    puts them: the innermost pixel of the larger error (a missed part: left click; a false alarm: right click), as
-    a person fixes the worst mistake first. Returns the Dice after each click and the last mask."""
+    puts them: the innermost pixel of the larger error (a missed part: left click; a false alarm: right click; of
+    equally deep pixels the first in raster order), as a person fixes the worst mistake first. Returns the Dice
+    after each click and the last mask."""
     page.evaluate(f"setSlice({k})")
     page.wait_for_function(f"state.index === {k} && state.image !== null")
     page.select_option("#label", str(label))
@@ -62,8 +63,8 @@ def _click_and_correct(page, server, truth, k: int, label: int, corrections: int
             break
         misses, alarms = (ndimage.distance_transform_edt(np.pad(e, 1))[1:-1, 1:-1]
                           for e in (truth & ~mask, mask & ~truth))
-        positive = misses.max() >= alarms.max()
-        r, c = np.unravel_index(int(np.argmax(misses if positive else alarms)), truth.shape)
+        r, c = np.unravel_index(int(np.argmax(misses + alarms)), truth.shape)  # the first deepest, as eval.py
+        positive = bool(misses[r, c] > 0)
     return dice, mask
 
 

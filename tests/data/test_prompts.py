@@ -371,6 +371,13 @@ def test_next_click_center_mode_picks_the_deepest_error_pixel():
     np.testing.assert_array_equal(points[0], [6.5, 5.5])
     with pytest.raises(ValueError, match="mode"):
         next_click(jax.random.key(0), pred, gt, mode="edge")
+    # ties: "center" draws among the deepest pixels, "innermost" takes the first in raster order (RITM's clicker)
+    even = np.zeros((16, 16), bool)
+    even[2:6, 2:6] = True  # 4x4: its four middle pixels are equally deep
+    drawn = {tuple(np.asarray(next_click(k, pred, even, mode="center")[0])) for k in keys}
+    assert drawn == {(3.5, 3.5), (4.5, 3.5), (3.5, 4.5), (4.5, 4.5)}
+    for k in keys[:3]:
+        np.testing.assert_array_equal(next_click(k, pred, even, mode="innermost")[0], [3.5, 3.5])
 
 
 def test_next_click_center_mode_keeps_touching_misses_and_false_alarms_apart():

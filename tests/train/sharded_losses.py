@@ -30,11 +30,11 @@ CLASSES = ("background", "body", "liver", "kidney", "bone", "lesion")
 def batch(cfg, obj, seed):
     raw = fake_batch(cfg, seed=seed)
     if obj.name == "interactive":
-        simulate = SimulatePrompts(num_objects=int(cfg.train.num_objects), num_classes=len(CLASSES))
+        simulate = SimulatePrompts(num_objects=int(cfg.train.num_objects), num_classes=len(CLASSES), full_masks=True)
         rows = [simulate.random_map({k: v[i] for k, v in raw.items()}, np.random.default_rng(seed * 100 + i))
                 for i in range(len(raw["image"]))]
         raw = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-    return {k: v for k, v in raw.items() if k in obj.batch_keys}
+    return {k: v for k, v in raw.items() if k in obj.train_keys(cfg)}
 
 
 def losses_on(arg, data, fsdp, tensor):

@@ -79,15 +79,17 @@ def test_clicks_fill_slots_and_point_at_errors(tiny_sam):
     assert set(np.unique(labels[ok, 1:3])) <= {0, 1, -2}
 
 
-def test_interactive_step_learns_on_one_batch():
-    cfg = tiny_config("interactive", **{"optim.learning_rate": 3e-3, "total_steps": 100})
+@pytest.mark.parametrize("full_res", [False, True], ids=["low_res", "full_res"])
+def test_interactive_step_learns_on_one_batch(full_res):
+    cfg = tiny_config("interactive", **{"optim.learning_rate": 3e-3, "total_steps": 100,
+                                        "interactive.full_res": full_res})
     mesh = parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1])
     obj = objective.get(cfg)
     data = objective.TrainData((), None, ("background", "body", "liver", "kidney", "bone", "lesion"))
     trainable = Trainable(obj.build_model(cfg, data, log=lambda m: None), obj.trainable_filter(cfg), cfg, mesh,
                           obj.loss, log=lambda m: None)
     batch = {k: np.asarray(v) for k, v in _objects(cfg, n=8).items() if k in obj.train_keys(cfg)}
-    assert "object_masks_full" in batch  # the tiny config trains at the input resolution (full_res)
+    assert ("object_masks_full" in batch) == full_res  # the loss and clicks at the input resolution, or low-res
     batch = parallel.global_batch(batch, mesh)
     state, frozen = trainable.init_state(), trainable.frozen()
     losses = []
