@@ -63,11 +63,8 @@ def load_study(spec: str):
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise StudyError(f"--config {path} does not exist; e.g. --config configs/study.py")
-    module_spec = importlib.util.spec_from_file_location("study_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
     try:
-        return module.get_config(arg or None), os.path.dirname(os.path.abspath(path))
+        return _get_config(path, arg, "study_config"), os.path.dirname(os.path.abspath(path))
     except ValueError as e:
         raise StudyError(f"--config {spec}: {e}") from None
 
@@ -101,6 +98,14 @@ def expand(cfg, extra: dict | None = None) -> list[Run]:
     return runs
 
 
+def _get_config(path: str, arg: str, name: str):
+    """``get_config(arg)`` of the config file ``path``, loaded as module ``name``."""
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg or None)
+
+
 def parse_set(text: str) -> tuple[str | None, str, str]:
     """``--set [PATTERN:]KEY=VALUE`` -> ``(pattern or None, key, value)``; PATTERN is a shell pattern of run or
     entry names (``'setup2/*'``)."""
@@ -116,13 +121,9 @@ def _config_has(config_dir: str, spec: str, key: str, cache: dict) -> bool:
     """Whether the config ``file[:arg]`` (relative to ``config_dir``) has the field ``key`` (dotted)."""
     if spec not in cache:
         file, _, arg = spec.partition(":")
-        path = os.path.join(config_dir, file)
-        if ROOT not in sys.path:
+        if ROOT not in sys.path:  # entry configs import the configs package
             sys.path.insert(0, ROOT)
-        module_spec = importlib.util.spec_from_file_location(f"study_entry_{len(cache)}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        cache[spec] = module.get_config(arg or None)
+        cache[spec] = _get_config(os.path.join(config_dir, file), arg, f"study_entry_{len(cache)}")
     node = cache[spec]
     for part in key.split("."):
         if not hasattr(node, "keys") or part not in node:

@@ -106,8 +106,9 @@ class Guard:
                 return HTTPStatus.BAD_REQUEST, f"Content-Length {length} is negative"
             if length > MAX_BODY:
                 return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"a body of {length} bytes is past the {MAX_BODY}-byte limit"
-        needs_token = urlparse(path).path not in ("/favicon.ico",) and not urlparse(path).path.startswith("/static/")
-        if needs_token and not self.token_ok(headers, path):
+        route = urlparse(path).path
+        public = route == "/favicon.ico" or route.startswith("/static/")  # the page's code is no secret
+        if not public and not self.token_ok(headers, path):
             return HTTPStatus.FORBIDDEN, ("missing or wrong token: open the URL the command printed (it ends in "
                                           "?token=...)")
         return None

@@ -247,9 +247,10 @@ def next_click(key: jax.Array, pred_masks, gt_masks, valid=None, scale: float = 
         error = error & (depth == depth.max((-2, -1), keepdims=True))
     h, w = error.shape[-2:]
     flat = error.reshape(error.shape[:-2] + (h * w,))
-    ranks = jnp.arange(h * w, 0, -1, dtype=jnp.float32) if mode == "innermost" else jax.random.uniform(key, flat.shape)
-    score = jnp.where(flat, ranks, -1.0)
-    index = jnp.argmax(score, axis=-1)
+    if mode == "innermost":
+        index = jnp.argmax(flat, axis=-1)  # the first error pixel in raster order
+    else:
+        index = jnp.argmax(jnp.where(flat, jax.random.uniform(key, flat.shape), -1.0), axis=-1)
     found = flat.any(-1)
     is_fn = jnp.take_along_axis(gt.reshape(flat.shape), index[..., None], axis=-1)[..., 0]
     labels = jnp.where(found, is_fn.astype(jnp.int32), -1)
