@@ -13,16 +13,16 @@ overrides) is given. Fine-tuning runs in auto mode get Dice, IoU, HD95 and NSD p
 per restacked volume (``--per volume``), with ``metrics.json``, ``scores.csv``, ``scores.md``, a Dice box
 plot and the best / median / worst overlays in ``--output`` (default ``WORKDIR/eval`` for the run's final
 evaluation split, ``WORKDIR/eval_<split>`` for another); box / point runs the click protocol; MAE runs their
-reconstruction loss and picture; interactive runs the click protocol (``samjax/train/click_eval.py``).
+reconstruction loss and picture; interactive runs the click protocol (``samjax/evaluation/clicks.py``).
 
 Without ``--workdir`` the model is a SAM as loaded, ``--sam FILE`` (Meta's ``.pth`` or a converted folder;
 ``--model-type`` sets ``model.encoder``) or ``--config``'s ``init_checkpoint``, scored on ``--config``'s data
 and written to ``--output``: the zero-shot baselines. A SAM has no class heads, so its zero-shot evaluation
 needs prompts (``--config.train.mode=box`` or ``point``). ``--clicks N`` adds the interactive protocol (a box,
 then 1..N clicks, each at the largest error) for any model with SAM's own mask tokens, in ``OUTPUT/clicks``;
-``--amg`` adds the automatic mask generator, its masks matched to the labels (``samjax/train/amg_eval.py``),
+``--amg`` adds the automatic mask generator, its masks matched to the labels (``samjax/evaluation/amg_matching.py``),
 in ``OUTPUT/amg``. ``--protocol box_corrections`` adds the CVPR 2025 interactive challenge's counting (a box,
-then 5 corrections; DSC, NSD, DSC_AUC, NSD_AUC; ``samjax/train/box_corrections.py``) in
+then 5 corrections; DSC, NSD, DSC_AUC, NSD_AUC; ``samjax/evaluation/box_corrections.py``) in
 ``OUTPUT/box_corrections``. A bad value ends in one line naming it.
 """
 
@@ -66,7 +66,7 @@ def _model_config(workdir: str | None):
             raise ConfigError(check_run_checkpoint(_CHECKPOINT.value))
         if not os.path.isdir(os.path.join(workdir, "checkpoints")):
             raise ConfigError(f"--workdir {workdir} is not a training run (no checkpoints/ folder)")
-        from samjax.train.run_info import run_config
+        from samjax.run.info import run_config
 
         cfg = _CONFIG.value if _CONFIG.value is not None else run_config(workdir)
         cfg.init_checkpoint = workdir
@@ -142,12 +142,12 @@ def main(argv):
         objective.evaluate(cfg, trainable, params, frozen, mesh, data, out, split=split, **options)
         names = list(data.class_names) or [f"class_{c}" for c in range(data.num_classes)]
         if _CLICKS.value and objective.name != "interactive":
-            from samjax.train import click_eval
+            from samjax.evaluation import clicks as click_eval
 
             click_eval.evaluate_clicks(cfg, trainable, params, frozen, mesh, names, os.path.join(out, "clicks"),
                                        split, _CLICKS.value)
         if _PROTOCOL.value == "box_corrections":
-            from samjax.train import box_corrections
+            from samjax.evaluation import box_corrections
 
             box_corrections.evaluate_box_corrections(cfg, trainable, params, frozen, mesh, names,
                                                      os.path.join(out, "box_corrections"), split, _TOLERANCE.value)
@@ -160,8 +160,9 @@ def main(argv):
 def _evaluate_amg(cfg, trainable, params, frozen, mesh, names, out, split):
     import jax
 
-    from samjax.train import amg_eval, evaluate
-    from samjax.train.objective import eval_source
+    from samjax.evaluation import amg_matching as amg_eval
+    from samjax.evaluation import evaluate
+    from samjax.evaluation.batches import eval_source
 
     total = len(eval_source(cfg, split).records) if jax.process_count() == 1 else None
     maps = amg_eval.class_maps(trainable.model(params, frozen), len(names), total=total,

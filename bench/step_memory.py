@@ -46,8 +46,8 @@ def measure(args, scope: str, peft: str) -> dict:
     from flax import nnx
 
     from samjax import parallel
-    from samjax.train import objective as objectives
-    from samjax.train.objective import TrainData
+    from samjax.train import objectives
+    from samjax.train.objectives import TrainData
     from samjax.train.state import Trainable
 
     if args.objective == "mae":

@@ -20,6 +20,7 @@ import time
 import jax
 import numpy as np
 from _shared import load_config, median_seconds
+from samjax.run import model as run_model
 
 
 def _batch(batch: int, size: int, seed: int = 0) -> dict:
@@ -58,13 +59,14 @@ def samjax_config(model_type: str, size: int, batch: int, attention: str, remat:
 def bench_samjax(model_type: str, size: int, batch: int, steps: int, attention: str, remat: bool,
                  dtype: str = "float32") -> dict:
     from samjax import parallel
-    from samjax.train import strategy, supervised
+    from samjax.train import strategy
+    from samjax.train.objectives import finetune as supervised
     from samjax.train.state import Trainable
 
     cfg = samjax_config(model_type, size, batch, attention, remat, dtype)
     mesh = parallel.make_mesh(-1, 1, 1)
     start = time.perf_counter()
-    model = strategy.build_model(cfg, num_classes=2, log=lambda *_: None)
+    model = run_model.build_model(cfg, num_classes=2, log=lambda *_: None)
     build = time.perf_counter() - start
     trainable = Trainable(model, strategy.trainable_filter(cfg), cfg, mesh, supervised.Finetune().loss,
                           log=lambda *_: None)

@@ -15,7 +15,7 @@ At scale, ``configs/interactive.py:vit_b`` (or ``vit_t``, ``vit_l``, ``vit_h``) 
     python train.py --config configs/finetune.py:vit_b,decoder,none --workdir /shared/runs/pancreas_b \\
         --config.init_checkpoint=/shared/runs/interactive_b --config.data.name=pancreas
 
-Each step simulates SAM's interaction (``samjax/train/interactive.py``): a box or a point, 8 rounds
+Each step simulates SAM's interaction (``samjax/train/objectives/interactive.py``): a box or a point, 8 rounds
 each adding a click from the error region, 2 rounds without a new click, the previous mask fed back.
 """
 

@@ -6,7 +6,7 @@ shifted threshold and contact with crop edges, then de-duplicated by box NMS wit
 
 Each batch of ``points_per_batch`` points is one jitted program of fixed shape (the last batch is
 padded), which also computes the stability scores, boxes and filters on the device; NMS runs on the
-device too (``samjax.nms``). Only the surviving masks come back to the host, as run-length encodings.
+device too (``samjax.utils.nms``). Only the surviving masks come back to the host, as run-length encodings.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from samjax import amg
+from samjax.utils import amg
 from samjax.modeling.sam import Sam
-from samjax.nms import box_near_crop_edge, mask_to_box, nms, stability_score
+from samjax.utils.nms import box_near_crop_edge, mask_to_box, nms, stability_score
 from samjax.predictor import SamPredictor
-from samjax.transforms import as_rgb_uint8
+from samjax.utils.transforms import as_rgb_uint8
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 

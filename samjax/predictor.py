@@ -18,7 +18,7 @@ from flax import nnx
 
 from samjax.modeling.prompt_encoder import PADDING_LABEL
 from samjax.modeling.sam import Sam
-from samjax.transforms import ResizeLongestSide, as_rgb_uint8
+from samjax.utils.transforms import ResizeLongestSide, as_rgb_uint8
 
 
 def _bucket(n: int) -> int:

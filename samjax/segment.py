@@ -6,11 +6,11 @@
     python -m samjax.segment --sam sam_vit_b_01ec64.pth --input series_dir/ --prompts boxes.json --output o/
 
 With ``--input`` (a 2D image, a NIfTI volume, a DICOM series folder, or a folder of these) every input
-becomes a label map (``samjax.segmenter``, ``samjax.scan_runner``): NIfTI over the input's voxels with its
+becomes a label map (``samjax.scans.segmenter``, ``samjax.scans.runner``): NIfTI over the input's voxels with its
 affine for volumes, PNG for 2D images, values the run's class indices. ``--workdir`` takes the run's
 config, classes and intensity handling (``--checkpoint best|latest|STEP`` picks the checkpoint); a run in
 auto mode segments every class, a box / point / interactive run or a SAM (``--sam FILE``, Meta's ``.pth`` or
-a converted folder, with ``--model-type``) needs ``--prompts`` (``samjax/scan_prompts.py``). Existing outputs are skipped unless ``--overwrite``.
+a converted folder, with ``--model-type``) needs ``--prompts`` (``samjax/scans/prompts.py``). Existing outputs are skipped unless ``--overwrite``.
 
 The demo, without ``--input``:
 
@@ -34,7 +34,7 @@ from PIL import Image
 
 from samjax.automatic_mask_generator import SamAutomaticMaskGenerator
 from samjax.build_sam import sam_model_registry
-from samjax.overlay import draw_prompts, overlay_masks, save_png
+from samjax.utils.overlay import draw_prompts, overlay_masks, save_png
 from samjax.predictor import SamPredictor
 from samjax.errors import CheckpointError
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     scans = parser.add_argument_group("scans (with --input)")
     scans.add_argument("--input", help="2D image, NIfTI volume, DICOM series folder, or a folder of these")
     scans.add_argument("--workdir", help="a training run (its config, classes and preprocessing)")
-    scans.add_argument("--prompts", help="JSON of boxes / points (samjax/scan_prompts.py); a folder of NAME.json "
+    scans.add_argument("--prompts", help="JSON of boxes / points (samjax/scans/prompts.py); a folder of NAME.json "
                        "for a folder of inputs")
     scans.add_argument("--batch-size", type=int, default=None, help="slices per device call (default: the run's "
                        "eval batch)")
@@ -174,8 +174,8 @@ def _segment_scans(args, parser) -> int:
     """``--input``: every input into a label map (see the module docstring)."""
     import os
 
-    from samjax.scan_runner import run_inputs
-    from samjax.segmenter import Segmenter
+    from samjax.scans.runner import run_inputs
+    from samjax.scans.segmenter import Segmenter
     from samjax.errors import ConfigError, DataError
 
     from absl import logging

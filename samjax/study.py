@@ -284,8 +284,8 @@ def pivot_table(summary: list[dict]) -> str:
 
 def write_table(workdir: str, runs: list[Run]) -> list[dict]:
     """``study.csv``, ``study.md`` and ``study.png`` from every finished run; returns the summary rows."""
-    from samjax import plots
-    from samjax.overlay import save_png
+    from samjax.evaluation import plots
+    from samjax.utils.overlay import save_png
 
     rows = collect(workdir, runs)
     with open(os.path.join(workdir, "study.csv"), "w", newline="") as f:

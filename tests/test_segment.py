@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from samjax import segment
-from samjax.overlay import draw_prompts, overlay_masks
+from samjax.utils.overlay import draw_prompts, overlay_masks
 
 
 def test_overlay_colours_masks_and_outlines():

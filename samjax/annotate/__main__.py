@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None, serve: bool = True):
     from samjax.annotate.server import AnnotationServer
     from samjax.annotate.workspace import Workspace
     from samjax.errors import CheckpointError, ConfigError, DataError
-    from samjax.segmenter import Segmenter
+    from samjax.scans.segmenter import Segmenter
 
     try:
         if args.workdir:
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None, serve: bool = True):
 def _proposer(workdir: str):
     """The auto-mode run of ``--propose`` (a ``Segmenter``); a ``ConfigError`` when it takes prompts."""
     from samjax.errors import ConfigError
-    from samjax.segmenter import Segmenter
+    from samjax.scans.segmenter import Segmenter
 
     proposer = Segmenter.from_workdir(workdir, "latest")
     if not proposer.auto:

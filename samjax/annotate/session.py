@@ -27,15 +27,15 @@ import numpy as np
 
 from samjax.errors import DataError
 from samjax.predictor import SamPredictor
-from samjax.scans import Scan, write_label_map
+from samjax.scans.io import Scan, write_label_map
 
 
 class Annotation:
     """Masks drawn on ``scan`` with ``segmenter``'s model (a prompted SAM), saved to ``output``.
 
     Args:
-      scan: the scan (``samjax.scans.read_scan``).
-      segmenter: a ``samjax.segmenter.Segmenter`` (its model, class names and intensity mapping).
+      scan: the scan (``samjax.scans.io.read_scan``).
+      segmenter: a ``samjax.scans.segmenter.Segmenter`` (its model, class names and intensity mapping).
       output: the label map to write (``.nii.gz`` for volumes, ``.png`` for 2D images).
       cache_slices: how many slice embeddings are kept (least recently used go first).
       proposer: an auto-mode ``Segmenter`` (one mask per class) for :meth:`propose`, or None.

@@ -1,7 +1,7 @@
 """What one annotation server works on: a single scan, or a folder of them opened one at a time.
 
 ``--input`` is a 2D image, a NIfTI volume, a DICOM series folder, or a folder of any of these (the inference
-command's rule, ``samjax.scans``); each input gets its own label map (``--output``: a file for one input, a
+command's rule, ``samjax.scans.io``); each input gets its own label map (``--output``: a file for one input, a
 folder for a folder of inputs, named as ``python -m samjax.segment`` names them) and its own progress file
 beside it. Opening an input reads it; one that cannot be read leaves the open one open and says why, so the
 page can name the file and go on. Only the open input holds embeddings: switching closes the other (its work
@@ -14,8 +14,8 @@ import os
 
 from samjax.annotate.session import Annotation
 from samjax.errors import ConfigError, DataError
-from samjax.scan_runner import LABEL_SUFFIXES, output_for
-from samjax.scans import is_dicom_series, label_map_name, list_inputs, read_scan
+from samjax.scans.runner import LABEL_SUFFIXES, output_for
+from samjax.scans.io import is_dicom_series, label_map_name, list_inputs, read_scan
 
 
 class Workspace:
@@ -23,7 +23,7 @@ class Workspace:
 
     Args:
       input_path: a scan or a folder of scans.
-      segmenter: the prompted model (``samjax.segmenter.Segmenter``).
+      segmenter: the prompted model (``samjax.scans.segmenter.Segmenter``).
       output: the label map (one input) or the folder of label maps; None: ``annotations/``.
       proposer: an auto-mode ``Segmenter`` whose class maps the page can propose, or None.
       proposal_labels: ``{proposer class index: label value}``: what a proposed class is saved as.

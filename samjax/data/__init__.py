@@ -1,1 +1,6 @@
-"""Medical data in: built-in and user data sets (TFDS, built offline) and their pipelines."""
+"""Medical data in: built-in and user data sets (TFDS, built offline), the Grain pipelines with augmentation
+and simulated prompts, and which data sets a config names (``selection``).
+
+May import: numpy, TFDS, Grain, ``samjax.errors`` and ``samjax.utils``; never the model, training or
+evaluation.
+"""

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from samjax.data.sam_format import SamFormat
+from samjax.errors import DataError
 
 PHANTOMS = "phantoms"
 DEFAULT_DATA_DIR = os.path.join("~", "tensorflow_datasets")
@@ -60,7 +61,7 @@ def open_source(name: str, split: str, data_dir: str = DEFAULT_DATA_DIR, classes
     else:
         builder = tfds.builder_from_directory(_built_folder(name, data_dir))
     if split not in builder.info.splits:
-        raise ValueError(f"{name} has no split {split!r}; it has {sorted(builder.info.splits)}")
+        raise DataError(f"{name} has no split {split!r}; it has {sorted(builder.info.splits)}")
     records = builder.as_data_source(split=split)
     class_names = tuple(builder.info.metadata.get("class_names", ()))
     counts = (builder.info.metadata.get("counts") or {}).get(split) or {}
@@ -88,8 +89,6 @@ class _Relabel:
 def select_classes(source: Source, classes: Sequence[str]) -> Source:
     """``source`` with only ``classes`` as foreground, renumbered 1.. in the given order; every other
     class becomes background (the study's held-out structures: pretrain on some, fine-tune on others)."""
-    from samjax.errors import DataError
-
     missing = [c for c in classes if c not in source.class_names[1:]]
     if missing or len(set(classes)) != len(classes):
         raise DataError(f"data.classes={','.join(classes)}: {source.name} has the classes "

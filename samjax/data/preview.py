@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from samjax.data import pipeline
-from samjax.overlay import draw_prompts, overlay_masks, save_png
+from samjax.utils.overlay import draw_prompts, overlay_masks, save_png
 
 
 def render(batch: dict, class_count: int, columns: int = 4) -> np.ndarray:

@@ -14,7 +14,7 @@ import grain
 import numpy as np
 from PIL import Image
 
-from samjax.transforms import ResizeLongestSide, as_rgb_uint8
+from samjax.utils.transforms import ResizeLongestSide, as_rgb_uint8
 
 
 def _nearest(label: np.ndarray, h: int, w: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from flax import nnx
 from samjax.modeling.image_encoder import ImageEncoderViT
 from samjax.modeling.mask_decoder import MaskDecoder
 from samjax.modeling.prompt_encoder import PromptEncoder
-from samjax.resize import upscale_crop_resize_matrix
+from samjax.utils.resize import upscale_crop_resize_matrix
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)

@@ -11,13 +11,19 @@ import dataclasses
 import os
 from typing import Callable
 
+import tensorflow_datasets as tfds
+
+from samjax import parallel
+from samjax.data import pipeline, selection
+from samjax.data.builders.phantoms import Phantoms
 from samjax.errors import ConfigError
 from samjax.model_spec import SPECS, SamSpec
 from samjax.modeling.attention import IMPLEMENTATIONS
-from samjax.train import objective as objectives
+from samjax.run import model as run_model
+from samjax.run.model import PEFTS, SCOPES
+from samjax.train import objectives, optim
 from samjax.train.optim import OPTIMIZERS, SCHEDULES
 from samjax.train.state import DTYPES
-from samjax.train.strategy import PEFTS, SCOPES
 
 MODES = ("auto", "box", "point")
 WARMUP_FRACTION = 10  # a warm-up that does not fit becomes total_steps // 10
@@ -61,27 +67,41 @@ def fit_warmup(cfg, log: Callable = print) -> None:
             f"{cfg.optim.warmup_steps} steps instead")
 
 
-def check_data(cfg) -> None:
-    """Every data set named in ``data.name`` exists (or is a built-in phantoms config)."""
-    from samjax.data import pipeline
+def _splits(name: str, data_dir: str) -> tuple[str, ...]:
+    """The splits of the data set ``name`` (a phantoms config's from its sizes, a built one's from its info)."""
+    if name == pipeline.PHANTOMS or name.startswith(pipeline.PHANTOMS + "/"):
+        configs = {c.name: c for c in Phantoms.BUILDER_CONFIGS}
+        config = configs.get(name.partition("/")[2] or "labeled_256")
+        if config is None:
+            raise ConfigError(f"data.name: {name!r} is not a phantoms config; use phantoms/ + one of "
+                              f"{', '.join(configs)}")
+        sizes = {"train": config.num_train, "validation": config.num_validation, "test": config.num_test}
+        return tuple(s for s, n in sizes.items() if n > 0)
+    try:
+        folder = pipeline._built_folder(name, data_dir)
+    except FileNotFoundError as e:
+        raise ConfigError(f"data.name: {e}") from None
+    return tuple(tfds.builder_from_directory(folder).info.splits)
 
-    names = objectives.data_names(cfg)
+
+def check_data(cfg) -> None:
+    """Every data set named in ``data.name`` exists (or is a built-in phantoms config) and has the splits the
+    run reads: ``data.train_split``, and ``data.eval_split`` and ``final_eval_split`` of the evaluation set."""
+    names = selection.data_names(cfg)
     if not names:
         raise ConfigError("data.name is empty; name a built data set, e.g. --config.data.name=phantoms/labeled_128")
-    for name in names + [n for n in [cfg.data.get("eval_name", "")] if n]:
-        if name == pipeline.PHANTOMS or name.startswith(pipeline.PHANTOMS + "/"):
-            from samjax.data.builders.phantoms import Phantoms
-
-            known = [c.name for c in Phantoms.BUILDER_CONFIGS]
-            if (name.partition("/")[2] or "labeled_256") not in known:
-                raise ConfigError(f"data.name: {name!r} is not a phantoms config; use phantoms/ + one of "
-                                  f"{', '.join(known)}")
-            continue
-        try:
-            pipeline._built_folder(name, os.path.expanduser(cfg.data.data_dir))
-        except FileNotFoundError as e:
-            raise ConfigError(f"data.name: {e}") from None
-    weights = objectives.data_weights(cfg)
+    data_dir = os.path.expanduser(cfg.data.data_dir)
+    eval_name = cfg.data.get("eval_name", "") or names[0]
+    wanted = {name: [("data.train_split", cfg.data.train_split)] for name in names}
+    wanted.setdefault(eval_name, []).extend(
+        [("data.eval_split", cfg.data.eval_split), ("final_eval_split", cfg.get("final_eval_split", ""))])
+    for name, fields in wanted.items():
+        splits = _splits(name, data_dir)
+        for field, split in fields:
+            if split and split not in splits:
+                raise ConfigError(f"{field}={split!r}: {name} has the splits {', '.join(splits)}"
+                                  + ("; set it to '' to skip the final evaluation" if field == "final_eval_split" else ""))
+    weights = selection.data_weights(cfg)
     if weights is not None and (len(weights) != len(names) or min(weights) <= 0):
         raise ConfigError(f"data.weights={cfg.data.weights!r} must be {len(names)} positive number(s), one per "
                           f"data set in data.name, comma-separated")
@@ -116,17 +136,14 @@ def check_model(cfg) -> SamSpec:
                           f"{', '.join(sorted(fields - {'name'}))}")
     if not 0.0 <= float(cfg.model.drop_path) < 1.0:
         raise ConfigError(f"model.drop_path={cfg.model.drop_path} must be in [0, 1)")
-    from samjax.train import strategy
 
-    spec = strategy.model_spec(cfg)
+    spec = run_model.model_spec(cfg)
     if spec.encoder == "tiny_vit" and spec.image_size % 64:
         raise ConfigError(f"data.image_size={spec.image_size} must be a positive multiple of 64 for vit_t")
     return spec
 
 
 def check_mesh_and_batch(cfg, device_count: int, process_count: int) -> None:
-    from samjax import parallel
-
     m = cfg.mesh
     try:
         data, fsdp, _ = parallel.mesh_shape(device_count, int(m.data), int(m.fsdp), int(m.tensor))
@@ -148,8 +165,6 @@ def check_mesh_and_batch(cfg, device_count: int, process_count: int) -> None:
 
 
 def check_optim(cfg) -> None:
-    from samjax.train import optim
-
     o = cfg.optim
     _one_of("optim.optimizer", o.get("optimizer", "adamw"), tuple(OPTIMIZERS))
     _one_of("optim.schedule", o.get("schedule", "cosine"), tuple(SCHEDULES))

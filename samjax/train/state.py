@@ -23,10 +23,10 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from samjax import parallel
+from samjax.run.model import DTYPES
 from samjax.train import optim
 from samjax.train.accumulate import accumulate_gradients
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @flax.struct.dataclass

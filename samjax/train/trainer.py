@@ -1,7 +1,7 @@
 """The one trainer: data, model, mesh, the jitted step, checkpoints, validation and logs.
 
 Every objective runs here: fine-tuning, MAE and interactive pretraining (``config.objective``; see
-``samjax.train.objective`` for what an objective provides). ``setup`` checks the config first, so a
+``samjax.train.objectives`` for what an objective provides). ``setup`` checks the config first, so a
 bad value is one line before any data set is built or any program compiled.
 
 ``train(cfg, workdir)`` runs ``cfg.total_steps`` steps of the strategy the config describes and can be
@@ -27,8 +27,9 @@ from samjax import parallel
 from samjax.checkpoint import TrainCheckpoints
 from samjax.data import pipeline
 from samjax.data.augment import augmentations
-from samjax.train import config_check, run_info, writers
-from samjax.train import objective as objectives
+from samjax.train import config_check, writers
+from samjax.run import info as run_info
+from samjax.train import objectives
 from samjax.train.progress import ProgressBar
 from samjax.train.state import Trainable
 

@@ -12,7 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
-from samjax.resize import resize_1d, resize_2d
+from samjax.utils.resize import resize_1d, resize_2d
 
 
 def resize_position_embeddings(

@@ -8,7 +8,7 @@ import pytest
 
 from modeling.tiny_sams import make
 from samjax.annotate import __main__ as annotate
-from samjax.segmenter import Segmenter
+from samjax.scans.segmenter import Segmenter
 
 
 @pytest.fixture()

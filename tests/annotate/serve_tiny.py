@@ -8,7 +8,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from modeling.tiny_sams import make  # noqa: E402
 from samjax.annotate import __main__ as annotate  # noqa: E402
-from samjax.segmenter import Segmenter  # noqa: E402
+from samjax.scans.segmenter import Segmenter  # noqa: E402
 
 model = make("vit", seed=int(sys.argv[1]))
 Segmenter.from_checkpoint = staticmethod(lambda checkpoint, model_type, preprocessing: Segmenter(

@@ -9,7 +9,7 @@ import pytest
 
 from page_driver import canvas_rgb, click, open_page, wait_status
 from samjax.annotate.session import Annotation
-from samjax.scans import read_scan
+from samjax.scans.io import read_scan
 
 
 @pytest.fixture()

@@ -13,8 +13,8 @@ from modeling.tiny_sams import make
 from samjax.annotate.session import Annotation
 from samjax.errors import DataError
 from samjax.predictor import SamPredictor
-from samjax.scans import read_scan
-from samjax.segmenter import Segmenter
+from samjax.scans.io import read_scan
+from samjax.scans.segmenter import Segmenter
 
 AFFINE = np.array([[0.0, 0.9, 0.0, 10.0], [0.0, 0.0, 2.0, -4.0], [1.1, 0.0, 0.0, 7.0], [0, 0, 0, 1]])
 

@@ -111,7 +111,7 @@ def test_proposals_corrections_and_a_folder_of_inputs(interactive_run, straight_
     (tmp_path / "scans" / "notes.txt").write_text("not a scan")
     server = _serve("--input", str(tmp_path / "scans"), "--workdir", str(interactive_run), "--propose",
                     str(straight_run), "--output", str(tmp_path / "labels"))
-    from samjax.segmenter import Segmenter
+    from samjax.scans.segmenter import Segmenter
 
     auto = Segmenter.from_workdir(straight_run).segment_volume(images[..., :4]).labels
     with open_page(server) as page:

@@ -9,7 +9,7 @@ import pytest
 from samjax.data import pipeline
 from samjax.data.augment import RandomAffine, RandomFlip
 from samjax.data.sam_format import SamFormat
-from samjax.transforms import ResizeLongestSide
+from samjax.utils.transforms import ResizeLongestSide
 
 
 @pytest.fixture(scope="module")

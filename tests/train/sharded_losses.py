@@ -17,11 +17,11 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_strategy import fake_batch, tiny_config  # noqa: E402
+from tiny_configs import fake_batch, tiny_config  # noqa: E402
 
 from samjax import parallel  # noqa: E402
 from samjax.data.prompts import SimulatePrompts  # noqa: E402
-from samjax.train import objective  # noqa: E402
+from samjax.train import objectives as objective  # noqa: E402
 from samjax.train.state import Trainable  # noqa: E402
 
 CLASSES = ("background", "body", "liver", "kidney", "bone", "lesion")

@@ -10,7 +10,7 @@ import pytest
 
 from samjax.errors import ConfigError
 from samjax.train import config_check
-from test_strategy import ROOT, load_config, tiny_config
+from tiny_configs import ROOT, load_config, tiny_config
 from train_runs import run, train_command
 
 
@@ -49,6 +49,8 @@ BAD = [
     ({"total_steps": 0}, "total_steps=0 must be an integer >= 1"),
     ({"data.name": "no_such_set"}, "data.name: no built data set 'no_such_set'"),
     ({"data.name": "phantoms/labeled_99"}, "'phantoms/labeled_99' is not a phantoms config"),
+    ({"final_eval_split": "none"}, "final_eval_split='none': phantoms/labeled_64 has the splits train, validation, test"),
+    ({"data.eval_split": "val"}, "data.eval_split='val': phantoms/labeled_64 has the splits train, validation, test"),
     ({"data.name": "phantoms/labeled_64,phantoms/unlabeled_64", "data.weights": "1"}, "data.weights='1' must be 2"),
     ({"init_checkpoint": "/no/such/checkpoint.pth"}, "init_checkpoint='/no/such/checkpoint.pth' does not exist"),
     ({"data.image_size": 60}, "data.image_size=60 must be a positive multiple of 8"),

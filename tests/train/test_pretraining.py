@@ -132,17 +132,19 @@ def _fed_back_mask_effect(workdir, data_dir) -> tuple[float, float]:
     import jax
     from flax import nnx
 
-    from samjax import parallel
-    from samjax.train import click_eval, interactive, strategy, supervised
-    from samjax.train.objective import eval_batches
-    from samjax.train.run_info import run_config
+    from samjax import interaction, parallel
+    from samjax.evaluation import clicks as click_eval
+    from samjax.evaluation.batches import eval_batches
+    from samjax.modeling import forward
+    from samjax.run import model as run_model
+    from samjax.run.info import run_config
 
     cfg = run_config(str(workdir))
     cfg.init_checkpoint, cfg.data.data_dir = str(workdir), str(data_dir)
-    model = strategy.build_model(cfg, None, log=lambda m: None)
+    model = run_model.build_model(cfg, None, log=lambda m: None)
     mesh = parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1])
     _, batch = next(eval_batches(cfg, mesh, click_eval.KEYS, "test", 16, prompts=click_eval.eval_prompts(cfg, 6),
-                                 low_res_size=strategy.model_spec(cfg).low_res_size))
+                                 low_res_size=run_model.model_spec(cfg).low_res_size))
 
     graphdef, state = nnx.split(model)
 
@@ -151,14 +153,14 @@ def _fed_back_mask_effect(workdir, data_dir) -> tuple[float, float]:
         model = nnx.merge(graphdef, state)
         b, k = batch["object_valid"].shape
         n, s = b * k, batch["image"].shape[1]
-        emb = jnp.repeat(supervised.encode(model, batch["image"], batch["valid"], None), k, axis=0)
+        emb = jnp.repeat(forward.encode(model, batch["image"], batch["valid"], None), k, axis=0)
         valid = jnp.repeat(batch["valid"], k, axis=0)
         truth = batch["object_masks_full"].reshape(n, s, s) & valid
-        prompts = interactive.first_prompts(batch, jnp.zeros((n,), bool), 2)
-        _, _, masks, _, (coords, labels) = interactive.interact(model, emb, prompts, jnp.ones((n,), bool), truth,
+        prompts = interaction.first_prompts(batch, jnp.zeros((n,), bool), 2)
+        _, _, masks, _, (coords, labels) = interaction.interact(model, emb, prompts, jnp.ones((n,), bool), truth,
                                                                 valid, jax.random.key(0), jnp.ones((1,), bool),
                                                                 1.0, "center", jnp.float32)
-        without = interactive.decode(model, emb, coords, labels, *prompts[2:], None, jnp.float32)[0][:, 0]
+        without = interaction.decode(model, emb, coords, labels, *prompts[2:], None, jnp.float32)[0][:, 0]
         return masks[0], without, truth
 
     with_mask, without, truth = (np.asarray(x) for x in second_click(state, batch))

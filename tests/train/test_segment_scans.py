@@ -18,7 +18,7 @@ from pydicom.uid import generate_uid
 from samjax import segment
 from samjax.data import pipeline
 from samjax.data.readers import read_dicom_series
-from samjax.segmenter import Segmenter
+from samjax.scans.segmenter import Segmenter
 
 
 def _rotated_affine():

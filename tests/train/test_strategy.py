@@ -2,8 +2,6 @@
 parameters it should, and leaves every other parameter bit-identical (ViT-T and ViT-B at tiny sizes;
 ViT-H's points differ from ViT-B's only in the full-size spec their configs name, checked here)."""
 
-import importlib.util
-import os
 
 import jax
 import numpy as np
@@ -11,49 +9,11 @@ import pytest
 from flax import nnx
 
 from samjax import parallel
-from samjax.train import strategy, supervised
+from samjax.train import strategy
+from samjax.train.objectives import finetune as supervised
 from samjax.train.state import Trainable
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def load_config(name, arg=None, **changes):
-    """``configs/<name>``'s ``get_config(arg)`` with dotted-key ``changes`` applied."""
-    import sys
-
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", name))
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, ROOT)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(ROOT)
-    cfg = module.get_config(arg)
-    for key, value in changes.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return cfg
-
-
-def tiny_config(arg="vit_b,encoder_decoder,none", **changes):
-    return load_config("tiny.py", arg, **changes)
-
-
-def fake_batch(cfg, num_classes=6, seed=0):
-    rng = np.random.default_rng(seed)
-    b, s = cfg.data.global_batch, cfg.data.image_size
-    label = np.zeros((b, s, s), np.uint8)
-    for i in range(b):
-        y, x = rng.integers(4, s // 2, 2)
-        label[i, y:y + s // 3, x:x + s // 3] = rng.integers(1, num_classes)
-    low = strategy.model_spec(cfg, num_classes).low_res_size
-    step = s // low
-    return {"image": rng.integers(0, 255, (b, s, s, 3), np.uint8), "valid": np.ones((b, s, s), bool),
-            "label": label, "low_res_label": label[:, step // 2::step, step // 2::step]}
-
+from samjax.run import model as run_model
+from tiny_configs import fake_batch, load_config, tiny_config
 
 def _flat(tree):
     return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
@@ -61,14 +21,14 @@ def _flat(tree):
 
 # ViT-H at tiny sizes is ViT-B's architecture (configs/tiny.py overrides every size): its six points would
 # retrain ViT-B's. test_full_size_grid_points_name_their_encoder checks what differs, the full-size spec.
-GRID = [(e, s, p) for e in ("vit_t", "vit_b") for s in strategy.SCOPES for p in strategy.PEFTS]
+GRID = [(e, s, p) for e in ("vit_t", "vit_b") for s in run_model.SCOPES for p in run_model.PEFTS]
 
 
 @pytest.mark.parametrize("encoder,scope,peft", GRID, ids=["-".join(g) for g in GRID])
 def test_grid_point_trains_only_its_parameters(encoder, scope, peft):
     cfg = tiny_config(f"{encoder},{scope},{peft}")
     mesh = parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    model = strategy.build_model(cfg, 6, log=lambda m: None)
+    model = run_model.build_model(cfg, 6, log=lambda m: None)
     before = {k: np.asarray(v) for k, v in nnx.to_flat_state(nnx.state(model))}
     trainable = Trainable(model, strategy.trainable_filter(cfg), cfg, mesh, supervised.loss_fn("auto"), log=lambda m: None)
     state, frozen = trainable.init_state(), trainable.frozen()
@@ -98,7 +58,7 @@ def test_grid_point_trains_only_its_parameters(encoder, scope, peft):
         peft_names = {n for n in trained if kind in n}
         assert peft_names and peft_names & changed
         heads = {n for n in trained if kind not in n}
-        assert all(strategy.HEAD_PATTERN.match(n) for n in heads)  # besides PEFT, only the per-class heads
+        assert all(run_model.HEAD_PATTERN.match(n) for n in heads)  # besides PEFT, only the per-class heads
     assert trainable.param_count == sum(int(np.prod(after[k].shape)) for k in before if ".".join(map(str, k)) in trained)
 
 
@@ -107,10 +67,10 @@ def test_full_size_grid_points_name_their_encoder():
 
     widths = {"vit_t": None, "vit_b": (768, 12), "vit_h": (1280, 32)}
     for encoder, width in widths.items():
-        for scope in strategy.SCOPES:
-            for peft in strategy.PEFTS:
+        for scope in run_model.SCOPES:
+            for peft in run_model.PEFTS:
                 cfg = load_config("finetune.py", f"{encoder},{scope},{peft}")
-                spec = strategy.model_spec(cfg, 6)
+                spec = run_model.model_spec(cfg, 6)
                 assert (cfg.model.encoder, cfg.train.scope, cfg.train.peft) == (encoder, scope, peft)
                 assert spec.encoder == ("tiny_vit" if encoder == "vit_t" else "vit") and spec.image_size == 1024
                 if width:
@@ -118,12 +78,12 @@ def test_full_size_grid_points_name_their_encoder():
                     assert spec.encoder_global_attn_indexes == get_spec(encoder).encoder_global_attn_indexes
 
 
-@pytest.mark.parametrize("peft", strategy.PEFTS)
+@pytest.mark.parametrize("peft", run_model.PEFTS)
 def test_prompt_encoder_switch(peft):
     # SAM's interactive stage trains the prompt encoder (configs/interactive.py); fine-tuning keeps it frozen
     # unless train.prompt_encoder says otherwise, whatever the PEFT.
     def trained(cfg):
-        model = strategy.build_sam(cfg, None)
+        model = run_model.build_sam(cfg, None)
         return {".".join(map(str, k)) for k, _ in nnx.to_flat_state(nnx.state(model, strategy.trainable_filter(cfg)))}
 
     cfg = tiny_config(f"vit_b,decoder,{peft}", **{"train.mode": "box"})
@@ -144,18 +104,18 @@ def test_heads_restart_when_tokens_change_meaning(tmp_path, monkeypatch):
     from samjax.params import flat_params
 
     auto = tiny_config(**{"data.classes": "body,liver,kidney"})
-    source = strategy.build_model(auto, 4, log=lambda m: None)
+    source = run_model.build_model(auto, 4, log=lambda m: None)
     saved = {k: np.asarray(v) + 1.0 for k, v in flat_params(source).items()}  # unlike any initialization
     run = tmp_path / "auto_run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps(auto.to_dict()))
-    monkeypatch.setattr(strategy, "_checkpoint_params", lambda path, which="latest": saved)  # without Orbax
+    monkeypatch.setattr(run_model, "checkpoint_params", lambda path, which="latest": saved)  # without Orbax
     logs = []
-    prompted = strategy.build_model(tiny_config(**{"train.mode": "box", "init_checkpoint": str(run)}), 4,
+    prompted = run_model.build_model(tiny_config(**{"train.mode": "box", "init_checkpoint": str(run)}), 4,
                                     log=logs.append)
-    again = strategy.build_model(tiny_config(**{"init_checkpoint": str(run)}), 4, log=lambda m: None)
+    again = run_model.build_model(tiny_config(**{"init_checkpoint": str(run)}), 4, log=lambda m: None)
     loaded, kept = flat_params(prompted), flat_params(again)
-    heads = [k for k in loaded if strategy.HEAD_PATTERN.match(k)]
+    heads = [k for k in loaded if run_model.HEAD_PATTERN.match(k)]
     assert heads and "re-initialized" in logs[-1] and "per class" in logs[-1]
     for k, v in loaded.items():
         if k in heads:
@@ -168,9 +128,9 @@ def test_heads_restart_when_tokens_change_meaning(tmp_path, monkeypatch):
 
 def test_bad_strategy_names():
     with pytest.raises(ValueError, match="train.scope must be one of"):
-        strategy.build_model(tiny_config(**{"train.scope": "everything"}), 6)
+        run_model.build_model(tiny_config(**{"train.scope": "everything"}), 6)
     with pytest.raises(ValueError, match="train.peft must be one of"):
-        strategy.build_model(tiny_config(**{"train.peft": "prefix"}), 6)
+        run_model.build_model(tiny_config(**{"train.peft": "prefix"}), 6)
 
 
 @pytest.mark.parametrize("mode", ["box", "point"])
@@ -179,7 +139,7 @@ def test_prompted_modes_learn_from_simulated_prompts(mode):
 
     cfg = tiny_config("vit_b,decoder,none", **{"train.mode": mode, "optim.learning_rate": 3e-3, "total_steps": 100})
     mesh = parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    model = strategy.build_model(cfg, 6, log=lambda m: None)
+    model = run_model.build_model(cfg, 6, log=lambda m: None)
     assert model.mask_decoder.num_mask_tokens == 4  # prompted modes keep SAM's own tokens
     trainable = Trainable(model, strategy.trainable_filter(cfg), cfg, mesh, supervised.loss_fn(mode), log=lambda m: None)
     state, frozen = trainable.init_state(), trainable.frozen()
@@ -200,7 +160,7 @@ def test_prompted_modes_learn_from_simulated_prompts(mode):
 
 def _losses(cfg, steps=2):
     mesh = parallel.make_mesh(1, 1, 1, devices=jax.devices()[:1])
-    model = strategy.build_model(cfg, 6, log=lambda m: None)
+    model = run_model.build_model(cfg, 6, log=lambda m: None)
     trainable = Trainable(model, strategy.trainable_filter(cfg), cfg, mesh, supervised.loss_fn("auto"), log=lambda m: None)
     state, frozen = trainable.init_state(), trainable.frozen()
     out = []

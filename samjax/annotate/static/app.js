@@ -3,7 +3,7 @@
 "use strict";
 
 const PALETTE = [[255, 64, 64], [64, 160, 255], [64, 220, 96], [255, 200, 40],
-                 [200, 80, 255], [255, 128, 0], [0, 220, 220], [255, 96, 180]];  // samjax/overlay.py's
+                 [200, 80, 255], [255, 128, 0], [0, 220, 220], [255, 96, 180]];  // samjax/utils/overlay.py's
 const $ = (id) => document.getElementById(id);
 const state = { info: null, axis: 2, index: 0, scale: 2, mode: "click", image: null, overlay: null, drag: null,
                 lastMs: null, prompts: [] };
