@@ -31,7 +31,7 @@ def _interactive(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         click_rounds=8,        # rounds that add a click drawn from the error region
         no_click_rounds=2,     # rounds without a new click: one at random, one last
         click_mode="uniform",  # where a training click falls: anywhere in the error (SAM), or "center" (RITM)
-        objects="class",       # one object per class present (or "component": per connected component)
+        objects="class",       # one object per class present ("filled": with the classes it encloses; "component")
         full_res=False,        # the loss and the clicks at the input resolution (SAM 2's loss); else on the low-res grid
         eval_clicks=5,         # validation: Dice after 1..5 clicks, and with the box
         focal_alpha=0.25))     # the focal loss's weight of object pixels (SAM 2's 0.25; -1: unweighted)

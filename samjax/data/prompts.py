@@ -21,9 +21,10 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
-OBJECT_MODES = ("class", "component")
+OBJECT_MODES = ("class", "filled", "component")
 _EIGHT_CONNECTED = np.ones((3, 3), bool)
 
 
@@ -82,16 +83,18 @@ class SimulatePrompts(grain.transforms.RandomMap):
     * ``point_labels (K, P)`` int32: 1, or -1 for padding objects;
     * ``object_class (K,)`` int32 (0 for padding), ``object_valid (K,)`` bool;
     * ``object_masks (K, S/4, S/4)`` bool low-resolution targets: ``low_res_label == class`` in
-      ``"class"`` mode; in ``"component"`` mode those cells of it whose full-resolution block
-      overlaps the component, or, if nearest downsampling lost the whole component, the cells it
-      overlaps (so no target is empty);
+      ``"class"`` mode (``"filled"``: the filled object's cells, sampled as ``low_res_label`` is); in
+      ``"component"`` mode those cells of it whose full-resolution block overlaps the component, or, if
+      nearest downsampling lost the whole component, the cells it overlaps (so no target is empty);
     * with ``full_masks``, ``object_masks_full (K, S, S)`` bool: the objects at full resolution
       (evaluation scores masks at the input resolution).
 
-    Objects are the foreground classes present (``objects="class"``) or the 8-connected components
-    of each class (``"component"``); if there are more than K a random K are kept, in random order,
-    and missing ones are padding (zero boxes and points, all-False masks). The output is a pure
-    function of the element and ``rng``.
+    Objects are the foreground classes present (``objects="class"``), the same with the other foreground
+    classes they enclose (``"filled"``: a liver with its lesions, a body with its organs, as LiTS and MSD
+    score the liver; a class map cuts such holes, an annotator outlining the organ does not), or the
+    8-connected components of each class (``"component"``); if there are more than K a random K are
+    kept, in random order, and missing ones are padding (zero boxes and points, all-False masks). The
+    output is a pure function of the element and ``rng``.
     """
 
     num_objects: int = 4
@@ -118,7 +121,9 @@ class SimulatePrompts(grain.transforms.RandomMap):
             if where is None:
                 continue
             crop = label[where] == c
-            if self.objects == "class":
+            if self.objects == "filled":  # holes that other classes fill become part of the object
+                crop = crop | (ndimage.binary_fill_holes(crop) & (label[where] > 0))
+            if self.objects != "component":
                 found.append((c, where, crop))
                 continue
             components, _ = ndimage.label(crop, structure=_EIGHT_CONNECTED)
@@ -165,6 +170,11 @@ class SimulatePrompts(grain.transforms.RandomMap):
                 full_masks[slot, rows, cols] = crop
             if self.objects == "class":
                 object_masks[slot] = class_low
+            elif self.objects == "filled":
+                full = np.zeros(label.shape, np.uint8)
+                full[rows, cols] = crop
+                size = (low_res.shape[1], low_res.shape[0])  # sampled as low_res_label is from label
+                object_masks[slot] = np.asarray(Image.fromarray(full).resize(size, Image.NEAREST)) > 0
             else:
                 full = np.zeros(label.shape, bool)
                 full[rows, cols] = crop

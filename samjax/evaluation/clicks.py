@@ -2,8 +2,9 @@
 
 The protocol of interactive-segmentation benchmarks, for any model with SAM's own mask tokens: fine-tuned
 in box or point mode, interactive-pretrained (setup 2), or a converted SAM zero-shot. For each object of
-each evaluation image (each class present, or with ``interactive.objects="component"`` each 8-connected
-component; ``samjax.data.prompts.SimulatePrompts`` finds them, up to ``K`` per image):
+each evaluation image (each class present, with ``interactive.objects="filled"`` each class with the classes it
+encloses, or with ``"component"`` each 8-connected component; ``samjax.data.prompts.SimulatePrompts`` finds
+them, up to ``K`` per image):
 
 * **box**: the object's tight bounding box alone, SAM's single-mask output;
 * **click 1**: at the object's innermost pixel (the maximum of the Euclidean distance to its outline); of
@@ -142,9 +143,10 @@ class ClickScores:
 
 
 def eval_prompts(cfg, num_classes: int) -> SimulatePrompts:
-    """Every object of an image in class mode (``K`` = foreground classes); components: ``train.num_objects``."""
+    """Every object of an image in class and filled modes (``K`` = foreground classes); components:
+    ``train.num_objects``."""
     objects = str(cfg.get("interactive", {}).get("objects", "class"))
-    k = max(int(cfg.train.num_objects), num_classes - 1) if objects == "class" else int(cfg.train.num_objects)
+    k = max(int(cfg.train.num_objects), num_classes - 1) if objects != "component" else int(cfg.train.num_objects)
     return SimulatePrompts(num_objects=k, num_points=1, box_noise=0.0, objects=objects, num_classes=num_classes,
                            full_masks=True, innermost=True)
 

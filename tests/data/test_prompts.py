@@ -223,6 +223,27 @@ def test_component_mode_counts_components():
     assert run(SimulatePrompts(num_objects=8), make_element(label))["object_valid"].sum() == 2
 
 
+def test_filled_mode_takes_in_the_classes_an_object_encloses():
+    label = np.zeros((S, S), np.uint8)
+    label[8:40, 8:40] = 1  # a liver ...
+    label[16:22, 16:22] = 2  # ... with a lesion inside it
+    label[30:34, 30:34] = 0  # ... and a hole of background, which stays a hole
+    label[44:60, 44:60] = 3
+    element = make_element(label)
+    out = run(SimulatePrompts(num_objects=4, objects="filled", full_masks=True), element)
+    masks = {int(c): out["object_masks_full"][k] for k, c in enumerate(out["object_class"]) if out["object_valid"][k]}
+    liver = (label == 1) | (label == 2)
+    np.testing.assert_array_equal(masks[1], liver)
+    np.testing.assert_array_equal(masks[2], label == 2)  # the enclosed class keeps its own object
+    np.testing.assert_array_equal(masks[3], label == 3)
+    k = int(np.flatnonzero(out["object_class"] == 1)[0])
+    np.testing.assert_array_equal(out["object_masks"][k], liver[2::4, 2::4])  # PIL's nearest, as low_res_label
+    np.testing.assert_array_equal(out["boxes"][k] != 0, True)
+    classes = run(SimulatePrompts(num_objects=4, objects="class", full_masks=True), element)
+    k = int(np.flatnonzero(classes["object_class"] == 1)[0])
+    np.testing.assert_array_equal(classes["object_masks_full"][k], label == 1)
+
+
 def test_component_mode_keeps_components_lost_by_downsampling():
     label = np.zeros((S, S), np.uint8)
     label[30:40, 30:40] = 1

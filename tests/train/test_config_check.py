@@ -73,6 +73,7 @@ def test_objective_fields_are_checked():
              ("mae", "mae.decoder_heads", 5, "mae.decoder_dim=32 must be a multiple of 4 and of mae.decoder_heads=5"),
              ("interactive", "interactive.box_probability", 2.0, "interactive.box_probability=2.0 must be in [0, 1]"),
              ("interactive", "interactive.click_rounds", -1, "interactive.click_rounds=-1 must be >= 0"),
+             ("interactive", "interactive.objects", "organ", "interactive.objects='organ' must be one of class, filled"),
              ("unet", "model.unet.features", (8,), "model.unet.features=(8,) must be two or more positive widths"),
              ("unet", "data.image_size", 66, "data.image_size=66 must be a multiple of 4"),
              ("unet", "train.mode", "box", "the UNet baseline takes no prompts")]

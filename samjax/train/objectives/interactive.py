@@ -39,7 +39,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from samjax.data.prompts import SimulatePrompts
+from samjax.data.prompts import OBJECT_MODES, SimulatePrompts
 from samjax.errors import ConfigError
 from samjax.interaction import click_schedule, first_prompts, interact
 from samjax.modeling import forward
@@ -127,6 +127,8 @@ class InteractiveTraining(Objective):
         if str(c.get("click_mode", "uniform")) not in ("uniform", "center"):
             raise ConfigError(f"interactive.click_mode={c.click_mode!r} must be 'uniform' (SAM: anywhere in the "
                               "error region) or 'center' (RITM: the innermost error pixel)")
+        if str(c.get("objects", "class")) not in OBJECT_MODES:
+            raise ConfigError(f"interactive.objects={c.objects!r} must be one of {', '.join(OBJECT_MODES)}")
         if int(c.eval_clicks) < 1:
             raise ConfigError(f"interactive.eval_clicks={c.eval_clicks} must be >= 1")
         if int(cfg.train.num_objects) < 1:
