@@ -1,5 +1,6 @@
-"""Which data sets, splits and classes a config names: ``data.name`` (several, mixed by ``data.weights``),
-``data.classes``; sources opened here, those opened for evaluation once per process.
+"""Which data sets and classes a config names: ``data.name`` (several, mixed by ``data.weights``) and
+``data.classes``; their training splits opened (``open_sources``), and any split opened once per process
+(``open_cached``, which evaluation uses).
 """
 
 from __future__ import annotations

@@ -25,8 +25,9 @@ def eval_source(cfg, split: str | None = None) -> pipeline.Source:
 
 def eval_batches(cfg, mesh, keys: Sequence[str], split: str | None = None, max_examples: int | None = None,
                  labeled: bool = True, prompts=None, low_res_size: int | None = None):
-    """Every example of ``split`` of ``data.eval_name`` (default: the first training set) once, in global batches of ``data.eval_batch`` (rounded up to the mesh):
-    yields ``(host_batch, device_batch)``; ``device_batch`` holds ``keys`` plus ``weight`` (0 on padding)."""
+    """Every example of ``split`` of ``data.eval_name`` (default: the first training set) once, in global batches
+    of ``data.eval_batch`` (rounded up to the mesh): yields ``(host_batch, device_batch)``; ``device_batch`` holds
+    ``keys`` plus ``weight`` (0 on padding)."""
     source = eval_source(cfg, split)
     limit = max_examples if max_examples is not None else int(cfg.data.get("eval_max_examples", 0) or 0)
     if limit and limit < len(source.records):
@@ -39,6 +40,7 @@ def eval_batches(cfg, mesh, keys: Sequence[str], split: str | None = None, max_e
     wanted = tuple(keys) + ("weight",)
     for batch in ds:
         yield batch, parallel.global_batch({k: batch[k] for k in wanted if k in batch}, mesh)
+
 
 def jit_once(trainable, name: str, make: Callable):
     """``jax.jit(make())``, built once per trainable: every validation reuses the compiled program."""

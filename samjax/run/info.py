@@ -39,7 +39,8 @@ def read_data_info(workdir: str, cfg=None) -> dict:
             with open(path) as f:
                 return json.load(f)
         except ValueError as e:
-            raise ConfigError(f"{path} is not readable JSON ({e}); delete it to read the run's data set instead") from None
+            raise ConfigError(f"{path} is not readable JSON ({e}); delete it to read the run's data set "
+                              "instead") from None
     if cfg is None:
         raise FileNotFoundError(f"{path} does not exist")
     sources = selection.open_sources(cfg)

@@ -177,7 +177,8 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # model.dtype: the 
 
 
 def build_unet(cfg, num_classes: int, log=print) -> UNet:
-    """The UNet baseline for ``cfg`` (``model.unet.features``), from scratch or from a UNet run (``init_checkpoint``)."""
+    """The UNet baseline for ``cfg`` (``model.unet.features``), from scratch or from a UNet run
+    (``init_checkpoint``)."""
     model = to_device(UNet(num_classes, tuple(cfg.model.unet.features), rngs=HostKeys(int(cfg.seed))))
     if cfg.init_checkpoint:
         path = os.path.abspath(os.path.expanduser(cfg.init_checkpoint))
