@@ -35,6 +35,11 @@ def open_cached(name: str, split: str, data_dir: str, classes: tuple[str, ...] =
     return pipeline.open_source(name, split, data_dir, classes)
 
 
+def class_names(sources) -> tuple[str, ...]:
+    """The class names of mixed sources: the longest list any of them declares."""
+    return tuple(max((s.class_names for s in sources), key=len))
+
+
 def open_sources(cfg) -> list[pipeline.Source]:
     """The training split of every data set ``cfg`` names (``data.name``), classes kept as ``data.classes`` says."""
     return [pipeline.open_source(n, cfg.data.train_split, cfg.data.data_dir, data_classes(cfg)) for n in data_names(cfg)]

@@ -14,15 +14,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from samjax.data.prompts import SimulatePrompts
+from samjax.evaluation import clicks as click_eval
 from samjax.evaluation import metrics
+from samjax.evaluation import report as eval_report
 from samjax.evaluation.batches import eval_batches, eval_source, gather_rows, jit_once
+from samjax.evaluation.report import _jsonable
+from samjax.evaluation.segmentation_scores import SegmentationScores, summarize
 from samjax.modeling import forward
 from samjax.run import model as run_model
-from samjax.data.prompts import SimulatePrompts
-from samjax.evaluation import report as eval_report
-from samjax.evaluation.segmentation_scores import SegmentationScores, summarize
-from samjax.evaluation import clicks as click_eval
-from samjax.evaluation.report import _jsonable
 
 NUMERIC_KEYS = ("image", "valid", "label", "low_res_label", "weight", "boxes", "points", "point_labels",
                 "object_valid", "object_masks", "object_class")

@@ -44,7 +44,7 @@ def read_data_info(workdir: str, cfg=None) -> dict:
     if cfg is None:
         raise FileNotFoundError(f"{path} does not exist")
     sources = selection.open_sources(cfg)
-    return {"class_names": list(max((s.class_names for s in sources), key=len)), "data": [s.name for s in sources],
+    return {"class_names": list(selection.class_names(sources)), "data": [s.name for s in sources],
             "preprocessing": dict(sources[0].preprocessing)}
 
 

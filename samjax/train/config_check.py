@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 
 from samjax import parallel
 from samjax.data import pipeline, selection
-from samjax.data.builders.phantoms import Phantoms
+from samjax.data.builders.phantoms import Phantoms, split_sizes
 from samjax.errors import ConfigError
 from samjax.model_spec import SPECS, SamSpec
 from samjax.modeling.attention import IMPLEMENTATIONS
@@ -75,8 +75,7 @@ def _splits(name: str, data_dir: str) -> tuple[str, ...]:
         if config is None:
             raise ConfigError(f"data.name: {name!r} is not a phantoms config; use phantoms/ + one of "
                               f"{', '.join(configs)}")
-        sizes = {"train": config.num_train, "validation": config.num_validation, "test": config.num_test}
-        return tuple(s for s, n in sizes.items() if n > 0)
+        return tuple(split_sizes(config))
     try:
         folder = pipeline._built_folder(name, data_dir)
     except FileNotFoundError as e:

@@ -21,6 +21,12 @@ from samjax.data.phantoms import CLASS_NAMES, MODALITIES, make_phantom
 SPLIT_SEEDS = {"train": 0, "validation": 1_000_000, "test": 2_000_000}
 
 
+def split_sizes(config) -> dict[str, int]:
+    """The splits a phantoms config builds and their sizes (a split of size 0 is not built)."""
+    sizes = {"train": config.num_train, "validation": config.num_validation, "test": config.num_test}
+    return {split: n for split, n in sizes.items() if n > 0}
+
+
 @dataclasses.dataclass
 class PhantomsConfig(tfds.core.BuilderConfig):
     image_size: int = 256
@@ -61,9 +67,7 @@ class Phantoms(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        c = self.builder_config
-        counts = {"train": c.num_train, "validation": c.num_validation, "test": c.num_test}
-        return {split: self._generate_examples(split, n) for split, n in counts.items() if n > 0}
+        return {split: self._generate_examples(split, n) for split, n in split_sizes(self.builder_config).items()}
 
     def _generate_examples(self, split: str, count: int):
         size, labeled = self.builder_config.image_size, self.builder_config.labeled

@@ -15,7 +15,7 @@ import dataclasses
 from typing import Callable
 
 from samjax.data import pipeline
-from samjax.data.selection import data_weights, open_sources
+from samjax.data import selection
 from samjax.errors import DataError
 from samjax.run.model import model_spec
 
@@ -53,7 +53,7 @@ class Objective:
 
     def open_data(self, cfg) -> TrainData:
         """The training sources of ``cfg.data`` (several names mixed with ``data.weights``)."""
-        sources = tuple(open_sources(cfg))
+        sources = tuple(selection.open_sources(cfg))
         if self.labeled:
             for s in sources:
                 if len(s.records) and "label" not in s.records[0]:
@@ -67,8 +67,7 @@ class Objective:
                 if s.class_names != names[0]:
                     raise DataError(f"{s.name} has classes {s.class_names}, {sources[0].name} has {names[0]}: "
                                      f"data sets mixed in one {self.name} run must declare the same classes")
-        longest = max(names, key=len)
-        return TrainData(sources, data_weights(cfg), tuple(longest))
+        return TrainData(sources, selection.data_weights(cfg), selection.class_names(sources))
 
     def prompts(self, cfg, data: TrainData):
         """A Grain transform adding simulated prompts to training examples, or None."""
