@@ -31,6 +31,7 @@ SUITES: dict[str, dict[str, str]] = {
         "predictor_latency_vit_b": "bench/predictor_latency.py --model-type vit_b --image-size 1024 --repeats 3",
         "predictor_latency_vit_t": "bench/predictor_latency.py --model-type vit_t --image-size 1024 --repeats 3",
         "train_step": "bench/train_step.py --model-type vit_b --image-size 256 --batch 2 --steps 5",
+        "train_step_vit_t": "bench/train_step.py --model-type vit_t --image-size 1024 --batch 1 --steps 3",
         "train_profile": "bench/train_profile.py --model-type vit_b --image-size 256 --batch 2",
         "attention_profile": "bench/attention_profile.py --model-type vit_b --image-size 1024 --repeats 3",
         "step_memory_vit_h": "bench/step_memory.py --model-type vit_h --image-size 1024 --devices 8 --fsdp 8 "

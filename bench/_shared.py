@@ -27,3 +27,53 @@ def load_config(name: str, arg: str | None = None):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(arg)
+
+
+def matmul_gflops(repeats: int = 5, dtype: str = "float32") -> float:
+    """This machine's matrix-product rate, GFLOP/s: a jitted 4096x768 @ 768x3072 product (a ViT-B MLP's
+    shape), the median of ``repeats``. The denominator of every "fraction of the limit" in ``bench/``."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((4096, 768), dtype)
+    b = jnp.ones((768, 3072), dtype)
+    f = jax.jit(jnp.matmul)
+    f(a, b).block_until_ready()
+    seconds = median_seconds(lambda: f(a, b).block_until_ready(), repeats)
+    return 2 * 4096 * 768 * 3072 / seconds / 1e9
+
+
+def xla_flops(jitted, *args, **kwargs) -> float:
+    """The FLOPs XLA's cost analysis counts for one call of ``jitted(*args, **kwargs)`` (compiled once)."""
+    cost = jitted.lower(*args, **kwargs).compile().cost_analysis()
+    if isinstance(cost, (list, tuple)):  # older JAX: one dict per program
+        cost = cost[0]
+    return float(cost["flops"])
+
+
+def meta_sam(model_type: str, seed: int = 0):
+    """Meta's PyTorch SAM (``mobile_sam`` for vit_t) at 1024 with its default initialization drawn from
+    ``seed``, in eval mode, or None when the package is missing; and the seconds it took to build."""
+    try:
+        import torch
+        if model_type == "vit_t":
+            from mobile_sam import sam_model_registry as registry
+        else:
+            from segment_anything import sam_model_registry as registry
+    except ImportError:
+        return None, None
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    model = registry[model_type]().eval()
+    return model, time.perf_counter() - start
+
+
+def same_weights(meta_model, model_type: str, path: str):
+    """samjax's model holding ``meta_model``'s weights, through one ``.pth`` written at ``path`` and read by
+    samjax's own checkpoint conversion (what a user does with Meta's released file)."""
+    import torch
+
+    import samjax
+
+    torch.save(meta_model.state_dict(), path)
+    return samjax.sam_model_registry[model_type](checkpoint=path)
