@@ -43,6 +43,29 @@ def matmul_gflops(repeats: int = 5, dtype: str = "float32") -> float:
     return 2 * 4096 * 768 * 3072 / seconds / 1e9
 
 
+# Dense bf16 peak of the cards a GPU session may get, in TFLOP/s (for model FLOPs utilization).
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def peak_tflops(device_kind: str) -> float | None:
+    return next((v for k, v in PEAK_TFLOPS.items() if k in device_kind), None)
+
+
+def limit_gflops() -> tuple[float, str]:
+    """The rate every "fraction of the limit" divides by, GFLOP/s, and what it is: on a CPU this machine's
+    fp32 matrix-product rate measured now (:func:`matmul_gflops`); on a known card its dense bf16 peak
+    times the devices; on another accelerator its measured bf16 matrix-product rate."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return matmul_gflops(), "fp32 matmul measured in this run"
+    peak = peak_tflops(device.device_kind)
+    if peak:
+        return peak * 1e3 * jax.device_count(), f"{device.device_kind} dense bf16 peak x {jax.device_count()}"
+    return matmul_gflops(dtype="bfloat16"), "bf16 matmul measured in this run"
+
+
 def xla_flops(jitted, *args, **kwargs) -> float:
     """The FLOPs XLA's cost analysis counts for one call of ``jitted(*args, **kwargs)`` (compiled once)."""
     cost = jitted.lower(*args, **kwargs).compile().cost_analysis()

@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 import samjax
-from _shared import median_seconds
+from _shared import limit_gflops, median_seconds
 from samjax.modeling.encoder_switches import set_attention
 
 
@@ -65,7 +65,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
     rows = [measure(m, args.batch, args.dtype, args.attention, args.repeats, args.image_size) for m in args.model_type]
-    print(json.dumps({"device": str(jax.devices()[0].device_kind), "rows": rows}, indent=1))
+    gflops, basis = limit_gflops()
+    for row in rows:  # the forward's FLOP rate over the machine's limit (a card's bf16 peak on a GPU)
+        row["limit"] = row["gflop_per_image"] * row["images_per_s"] / gflops
+    print(json.dumps({"device": str(jax.devices()[0].device_kind), "limit_gflops": gflops, "limit_basis": basis,
+                      "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

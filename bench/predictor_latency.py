@@ -15,8 +15,8 @@ image encoder and the mask decoder under ``torch.compile`` (inductor, default mo
 as it is). ``ratios_*`` divide PyTorch's seconds by samjax's (above 1: samjax is faster).
 
 ``limit``: each side's FLOP rate as a fraction of this machine's matrix-product rate measured in the same
-run (``_shared.matmul_gflops``); the FLOPs are XLA's cost analysis of samjax's programs, the same work for
-both sides.
+run, or of a card's bf16 peak (``_shared.limit_gflops``); the FLOPs are XLA's cost analysis of samjax's
+programs, the same work for both sides.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 import samjax
-from _shared import matmul_gflops, median_seconds, meta_sam, same_weights, xla_flops
+from _shared import limit_gflops, median_seconds, meta_sam, same_weights, xla_flops
 
 
 # Random weights predict no mask that SAM's default IoU and stability filters keep: both filters off, so
@@ -162,14 +162,15 @@ def main() -> None:
         else:
             model = samjax.sam_model_registry[args.model_type](image_size=args.image_size)
     set_attention(model, args.attention)
-    gflops = matmul_gflops()
+    gflops, basis = limit_gflops()
     results = {
         "device": str(jax.devices()[0].device_kind),
         "platform": platform.processor() or platform.machine(),
         "model_type": args.model_type,
         "image_size": args.image_size,
         "weights": "Meta's default init (seed 0), one .pth on both sides" if meta is not None else "samjax random",
-        "matmul_gflops": gflops,
+        "limit_gflops": gflops,
+        "limit_basis": basis,
         "flops": samjax_flops(model, image, boxes, args.amg_points_per_side),
         "samjax": bench_samjax(model, image, boxes, args.repeats, args.amg_points_per_side),
     }

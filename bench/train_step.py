@@ -9,9 +9,9 @@ low-res logits of 2 mask tokens (background and foreground), the whole batch in 
 weights (samjax's initialization, copied into Meta's modules: ``segment_anything``, ``mobile_sam`` for
 ViT-T), same batch each step. PyTorch runs eager and with the loss under ``torch.compile`` (inductor),
 each from the same starting weights. Reported: steps/s after warm-up (samjax: after compilation; the
-median of ``--steps`` timed steps), the compile time, the ratios, and on a CPU each side's fraction of
-the machine's matrix-product rate measured in the same run (``limit_*``: XLA's FLOP count of samjax's
-step, the same work for both sides). ``--attention`` picks samjax's form.
+median of ``--steps`` timed steps), the compile time, the ratios, and each side's fraction of the
+limit (``limit_*``: XLA's FLOP count of samjax's step, the same work for both sides, over the machine's
+matrix-product rate measured in the same run, or a card's bf16 peak: ``_shared.limit_gflops``). ``--attention`` picks samjax's form.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 
 import jax
 import numpy as np
-from _shared import load_config, matmul_gflops, median_seconds
+from _shared import limit_gflops, load_config, median_seconds, peak_tflops
 from samjax.run import model as run_model
 
 
@@ -39,14 +39,6 @@ def _batch(batch: int, size: int, seed: int = 0) -> dict:
         "label": label,
         "low_res_label": label[:, ::4, ::4][:, :low, :low].copy(),
     }
-
-
-# Dense bf16 peak of the cards a GPU session may get, in TFLOP/s (for model FLOPs utilization).
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
-
-
-def peak_tflops(device_kind: str) -> float | None:
-    return next((v for k, v in PEAK_TFLOPS.items() if k in device_kind), None)
 
 
 def samjax_config(model_type: str, size: int, batch: int, attention: str, remat: bool, dtype: str = "float32"):
@@ -235,9 +227,8 @@ def main() -> None:
                                args.dtype, on_build),
     }
     flops = results["samjax"]["compiled_gflop_per_step"]
-    if jax.devices()[0].platform == "cpu":
-        results["matmul_gflops"] = matmul_gflops()
-        results["limit_samjax"] = flops / results["samjax"]["step_s"] / results["matmul_gflops"]
+    results["limit_gflops"], results["limit_basis"] = limit_gflops()
+    results["limit_samjax"] = flops / results["samjax"]["step_s"] / results["limit_gflops"]
     if metas and metas[0] is not None:
         columns = {"meta_eager": metas[0]}  # the compiled column starts from the same weights, copied first
         if not args.skip_compiled:
@@ -248,8 +239,7 @@ def main() -> None:
             r = bench_meta(columns[name], args.image_size, args.batch, args.steps, compile_=name == "meta_compiled")
             results[name] = r
             results[f"samjax_over_{name}"] = results["samjax"]["steps_per_s"] / r["steps_per_s"]
-            if "matmul_gflops" in results:
-                results[f"limit_{name}"] = flops / r["step_s"] / results["matmul_gflops"]
+            results[f"limit_{name}"] = flops / r["step_s"] / results["limit_gflops"]
     print(json.dumps(results, indent=2))
 
 
