@@ -91,7 +91,7 @@ def meta_sam(model_type: str, seed: int = 0):
     return model, time.perf_counter() - start
 
 
-def same_weights(meta_model, model_type: str, path: str):
+def same_weights(meta_model, model_type: str, path: str, dtype=None):
     """samjax's model holding ``meta_model``'s weights, through one ``.pth`` written at ``path`` and read by
     samjax's own checkpoint conversion (what a user does with Meta's released file)."""
     import torch
@@ -99,4 +99,4 @@ def same_weights(meta_model, model_type: str, path: str):
     import samjax
 
     torch.save(meta_model.state_dict(), path)
-    return samjax.sam_model_registry[model_type](checkpoint=path)
+    return samjax.sam_model_registry[model_type](checkpoint=path, **({} if dtype is None else {"dtype": dtype}))

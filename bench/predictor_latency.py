@@ -3,6 +3,7 @@
     python bench/predictor_latency.py --model-type vit_b --image-size 1024 --repeats 3
     python bench/predictor_latency.py --model-type vit_t   # against MobileSAM's PyTorch predictor
     python bench/predictor_latency.py --attention reference --skip-meta   # samjax with every score materialized
+    python bench/predictor_latency.py --dtype bfloat16 --skip-meta   # samjax computing in bfloat16
 
 Same weights and the same work on both sides: Meta's model (``segment_anything``, or ``mobile_sam`` for
 ViT-T) is built with its default initialization from a fixed seed, saved as one ``.pth`` and loaded by
@@ -28,6 +29,7 @@ import platform
 import tempfile
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import samjax
@@ -144,6 +146,7 @@ def main() -> None:
     parser.add_argument("--skip-compiled", action="store_true", help="no torch.compile column")
     parser.add_argument("--attention", default="auto", help="samjax's attention form: auto|reference|blocked|fused")
     parser.add_argument("--amg-points-per-side", type=int, default=16, help="automatic mask generation grid (0: skip)")
+    parser.add_argument("--dtype", default="float32", help="samjax's compute dtype: float32 | bfloat16 (weights fp32)")
     args = parser.parse_args()
     from samjax.modeling.encoder_switches import set_attention
 
@@ -156,11 +159,12 @@ def main() -> None:
     meta = None
     if not args.skip_meta and args.image_size == 1024:  # the PyTorch builders make 1024 models only
         meta, _ = meta_sam(args.model_type)
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[args.dtype]
     with tempfile.TemporaryDirectory() as tmp:
         if meta is not None:
-            model = same_weights(meta, args.model_type, os.path.join(tmp, "sam.pth"))
+            model = same_weights(meta, args.model_type, os.path.join(tmp, "sam.pth"), dtype=dtype)
         else:
-            model = samjax.sam_model_registry[args.model_type](image_size=args.image_size)
+            model = samjax.sam_model_registry[args.model_type](image_size=args.image_size, dtype=dtype)
     set_attention(model, args.attention)
     gflops, basis = limit_gflops()
     results = {
@@ -168,6 +172,7 @@ def main() -> None:
         "platform": platform.processor() or platform.machine(),
         "model_type": args.model_type,
         "image_size": args.image_size,
+        "dtype": args.dtype,
         "weights": "Meta's default init (seed 0), one .pth on both sides" if meta is not None else "samjax random",
         "limit_gflops": gflops,
         "limit_basis": basis,
