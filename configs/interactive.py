@@ -32,6 +32,7 @@ def _interactive(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         no_click_rounds=2,     # rounds without a new click: one at random, one last
         click_mode="uniform",  # where a training click falls: anywhere in the error (SAM), or "center" (RITM)
         objects="class",       # one object per class present ("filled": with the classes it encloses; "component")
+        skip_classes="",       # classes never made objects in training and validation, e.g. "lesion" (README)
         full_res=False,        # the loss and the clicks at the input resolution (SAM 2's loss); else on the low-res grid
         eval_clicks=5,         # validation: Dice after 1..5 clicks, and with the box
         focal_alpha=0.25))     # the focal loss's weight of object pixels (SAM 2's 0.25; -1: unweighted)

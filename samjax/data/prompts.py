@@ -94,7 +94,8 @@ class SimulatePrompts(grain.transforms.RandomMap):
     score the liver; a class map cuts such holes, an annotator outlining the organ does not), or the
     8-connected components of each class (``"component"``); if there are more than K a random K are
     kept, in random order, and missing ones are padding (zero boxes and points, all-False masks). The
-    output is a pure function of the element and ``rng``.
+    output is a pure function of the element and ``rng``. Classes in ``skip_classes`` (indices) never become
+    objects; their pixels still fill the holes of the objects around them.
     """
 
     num_objects: int = 4
@@ -105,6 +106,7 @@ class SimulatePrompts(grain.transforms.RandomMap):
     num_classes: int | None = None
     full_masks: bool = False
     innermost: bool = False
+    skip_classes: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.objects not in OBJECT_MODES:
@@ -118,7 +120,7 @@ class SimulatePrompts(grain.transforms.RandomMap):
         """``(class, bounding-box slices, mask cropped to them)`` of every object, in a fixed order."""
         found = []
         for c, where in enumerate(ndimage.find_objects(label), start=1):
-            if where is None:
+            if where is None or c in self.skip_classes:
                 continue
             crop = label[where] == c
             if self.objects == "filled":  # holes that other classes fill become part of the object

@@ -242,6 +242,11 @@ def test_filled_mode_takes_in_the_classes_an_object_encloses():
     classes = run(SimulatePrompts(num_objects=4, objects="class", full_masks=True), element)
     k = int(np.flatnonzero(classes["object_class"] == 1)[0])
     np.testing.assert_array_equal(classes["object_masks_full"][k], label == 1)
+    # a skipped class is never an object, yet still fills the hole of the object around it
+    skipped = run(SimulatePrompts(num_objects=4, objects="filled", full_masks=True, skip_classes=(2,)), element)
+    assert sorted(int(c) for c in skipped["object_class"][skipped["object_valid"]]) == [1, 3]
+    k = int(np.flatnonzero(skipped["object_class"] == 1)[0])
+    np.testing.assert_array_equal(skipped["object_masks_full"][k], liver)
 
 
 def test_component_mode_keeps_components_lost_by_downsampling():

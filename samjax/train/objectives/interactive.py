@@ -129,6 +129,9 @@ class InteractiveTraining(Objective):
                               "error region) or 'center' (RITM: the innermost error pixel)")
         if str(c.get("objects", "class")) not in OBJECT_MODES:
             raise ConfigError(f"interactive.objects={c.objects!r} must be one of {', '.join(OBJECT_MODES)}")
+        skip = [n.strip() for n in str(c.get("skip_classes", "") or "").split(",") if n.strip()]
+        if skip and str(c.get("objects", "class")) == "component":
+            raise ConfigError("interactive.skip_classes works with objects='class' or 'filled', not 'component'")
         if int(c.eval_clicks) < 1:
             raise ConfigError(f"interactive.eval_clicks={c.eval_clicks} must be >= 1")
         if int(cfg.train.num_objects) < 1:
@@ -138,7 +141,7 @@ class InteractiveTraining(Objective):
         return PROMPT_KEYS + (("object_masks_full",) if cfg.interactive.get("full_res", False) else ())
 
     def prompts(self, cfg, data: TrainData):
-        return _simulate(cfg, data.num_classes)
+        return _simulate(cfg, data.num_classes, _class_names(data))
 
     def build_model(self, cfg, data: TrainData, log: Callable = print):
         return run_model.build_model(cfg, None, log=log)
@@ -171,8 +174,19 @@ def _class_names(data) -> tuple[str, ...]:
     return tuple(data.class_names) or tuple(f"class_{c}" for c in range(data.num_classes))
 
 
-def _simulate(cfg, num_classes: int) -> SimulatePrompts:
+def _simulate(cfg, num_classes: int, class_names: tuple[str, ...] = ()) -> SimulatePrompts:
     """The objects and first prompts of training and validation examples (K objects, one point each)."""
     return SimulatePrompts(num_objects=int(cfg.train.num_objects), num_points=1, num_classes=num_classes or None,
                            objects=str(cfg.interactive.get("objects", "class")),
-                           full_masks=bool(cfg.interactive.get("full_res", False)))
+                           full_masks=bool(cfg.interactive.get("full_res", False)),
+                           skip_classes=skipped_classes(cfg, class_names))
+
+
+def skipped_classes(cfg, class_names: tuple[str, ...]) -> tuple[int, ...]:
+    """``interactive.skip_classes`` (comma-separated names) as class indices; an unknown name is a ConfigError."""
+    names = [n.strip() for n in str(cfg.interactive.get("skip_classes", "") or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in class_names[1:]]
+    if unknown:
+        raise ConfigError(f"interactive.skip_classes names {', '.join(unknown)}, not a class of the data "
+                          f"({', '.join(class_names[1:])})")
+    return tuple(class_names.index(n) for n in names)

@@ -100,3 +100,17 @@ def test_interactive_step_learns_on_one_batch(full_res):
         losses.append(float(metrics["loss"]))
     assert {"focal", "dice", "iou", "first_round", "last_round"} <= set(metrics)
     assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0], losses
+
+
+def test_skip_classes_names_become_indices_and_unknown_names_fail():
+    from samjax.errors import ConfigError
+    from samjax.train.objectives.interactive import skipped_classes
+
+    cfg = tiny_config("interactive")
+    names = ("background", "body", "liver", "kidney", "bone", "lesion")
+    assert skipped_classes(cfg, names) == ()
+    cfg.interactive.skip_classes = "lesion, bone"
+    assert skipped_classes(cfg, names) == (5, 4)
+    cfg.interactive.skip_classes = "tumour"
+    with pytest.raises(ConfigError, match="interactive.skip_classes names tumour"):
+        skipped_classes(cfg, names)
