@@ -129,8 +129,7 @@ class InteractiveTraining(Objective):
                               "error region) or 'center' (RITM: the innermost error pixel)")
         if str(c.get("objects", "class")) not in OBJECT_MODES:
             raise ConfigError(f"interactive.objects={c.objects!r} must be one of {', '.join(OBJECT_MODES)}")
-        skip = [n.strip() for n in str(c.get("skip_classes", "") or "").split(",") if n.strip()]
-        if skip and str(c.get("objects", "class")) == "component":
+        if _skip_names(cfg) and str(c.get("objects", "class")) == "component":
             raise ConfigError("interactive.skip_classes works with objects='class' or 'filled', not 'component'")
         if int(c.eval_clicks) < 1:
             raise ConfigError(f"interactive.eval_clicks={c.eval_clicks} must be >= 1")
@@ -184,9 +183,13 @@ def _simulate(cfg, num_classes: int, class_names: tuple[str, ...] = ()) -> Simul
 
 def skipped_classes(cfg, class_names: tuple[str, ...]) -> tuple[int, ...]:
     """``interactive.skip_classes`` (comma-separated names) as class indices; an unknown name is a ConfigError."""
-    names = [n.strip() for n in str(cfg.interactive.get("skip_classes", "") or "").split(",") if n.strip()]
+    names = _skip_names(cfg)
     unknown = [n for n in names if n not in class_names[1:]]
     if unknown:
         raise ConfigError(f"interactive.skip_classes names {', '.join(unknown)}, not a class of the data "
                           f"({', '.join(class_names[1:])})")
     return tuple(class_names.index(n) for n in names)
+
+
+def _skip_names(cfg) -> list[str]:
+    return [n.strip() for n in str(cfg.interactive.get("skip_classes", "") or "").split(",") if n.strip()]

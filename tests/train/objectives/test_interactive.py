@@ -8,7 +8,9 @@ import pytest
 
 from samjax import parallel
 from samjax.data.prompts import SimulatePrompts
+from samjax.errors import ConfigError
 from samjax.train import objectives as objective
+from samjax.train.objectives.interactive import skipped_classes
 from samjax.train.state import Trainable
 from tiny_configs import fake_batch, tiny_config
 from samjax.run import model as run_model
@@ -103,9 +105,6 @@ def test_interactive_step_learns_on_one_batch(full_res):
 
 
 def test_skip_classes_names_become_indices_and_unknown_names_fail():
-    from samjax.errors import ConfigError
-    from samjax.train.objectives.interactive import skipped_classes
-
     cfg = tiny_config("interactive")
     names = ("background", "body", "liver", "kidney", "bone", "lesion")
     assert skipped_classes(cfg, names) == ()
@@ -114,3 +113,6 @@ def test_skip_classes_names_become_indices_and_unknown_names_fail():
     cfg.interactive.skip_classes = "tumour"
     with pytest.raises(ConfigError, match="interactive.skip_classes names tumour"):
         skipped_classes(cfg, names)
+    cfg.interactive.update(skip_classes="lesion", objects="component")
+    with pytest.raises(ConfigError, match="not 'component'"):
+        objective.get(cfg).check(cfg)
