@@ -40,6 +40,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # full_res gave 0.468 0.389 0.464 0.488 0.489 (a falling second click) and the low-res grid 0.353 0.456
         # 0.466 0.467 0.465 (README, "Interactive pretraining").
         c.interactive.full_res = False
+        # One object per class, lesions included (configs/interactive.py fills and skips them): the thresholds
+        # of tests/train/test_pretraining.py were measured on class objects.
+        c.interactive.objects = "class"
+        c.interactive.skip_classes = ""
         c.optim.learning_rate = 2e-3
     elif arg == "unet":
         c = unet.get_config()

@@ -187,7 +187,8 @@ def skipped_classes(cfg, class_names: tuple[str, ...]) -> tuple[int, ...]:
     unknown = [n for n in names if n not in class_names[1:]]
     if unknown:
         raise ConfigError(f"interactive.skip_classes names {', '.join(unknown)}, not a class of the data "
-                          f"({', '.join(class_names[1:])})")
+                          f"({', '.join(class_names[1:])}); set --config.interactive.skip_classes to some of "
+                          "these, or to '' to make every class an object")
     return tuple(class_names.index(n) for n in names)
 
 
