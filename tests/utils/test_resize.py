@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from samjax.utils.resize import cubic_matrix, linear_matrix, resize_1d, resize_2d
+from samjax.utils.resize import (apply_taps, cubic_matrix, linear_matrix, resize_1d, resize_2d,
+                                 upscale_crop_resize_matrix, upscale_crop_resize_taps)
 from samjax.weights.resize_pos import resize_position_embeddings
 
 TOL = 1e-5
@@ -65,6 +66,21 @@ def test_matrices_are_not_trivial():
     assert np.count_nonzero(cubic_matrix(8, 16)[5]) == 4
     assert np.count_nonzero(linear_matrix(8, 16)[5]) == 2
     assert np.any(cubic_matrix(8, 16) < 0)  # the bicubic kernel's negative lobes
+
+
+@pytest.mark.parametrize("low,padded,valid,out", [(16, 64, 64, 64), (16, 64, 47, 30), (16, 64, 40, 123), (8, 32, 1, 5)])
+def test_post_processing_taps_are_the_banded_matrix(low, padded, valid, out):
+    """SAM's upscale-crop-resize applied as taps (2-4 a row) gives the dense matrix's product."""
+    first, weights = upscale_crop_resize_taps(low, padded, valid, out)
+    dense = np.zeros((out, low), np.float32)
+    for j in range(weights.shape[1]):
+        np.add.at(dense, (np.arange(out), np.minimum(first + j, low - 1)), weights[:, j])
+    m = upscale_crop_resize_matrix(low, padded, valid, out)
+    np.testing.assert_array_equal(dense, m)
+    assert np.count_nonzero(m, axis=1).max() == weights.shape[1] <= 4  # as many taps as the band needs
+    x = jnp.asarray(_x((2, 3, low, low)))
+    got = apply_taps(apply_taps(x, first, weights, -2), first, weights, -1)
+    assert _maxdiff(got, np.einsum("oh,bchw,pw->bcop", m, np.asarray(x), m)) <= 1e-6
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
