@@ -3,8 +3,9 @@
 ``jax.image.resize`` antialiases when it shrinks and so differs from PyTorch; SAM's post-processing
 and the position-embedding surgery of the medical fine-tuning papers use PyTorch's plain linear and
 bicubic kernels. Each resize here is a dense ``(out, in)`` matrix per axis, built in float64 NumPy
-once per shape, so it is shape-static under ``jit`` and runs as matmuls. The weights equal PyTorch's
-computed in float64; PyTorch's float32 kernels round the source index in float32, which moves
+once per shape, so it is shape-static under ``jit`` and runs as matmuls; SAM's mask post-processing,
+whose composed matrix is banded, runs as its few taps a row instead (:func:`upscale_crop_resize_taps`).
+The weights equal PyTorch's computed in float64; PyTorch's float32 kernels round the source index in float32, which moves
 outputs by up to ~1e-5 relative for ratios such as 127 -> 31.
 """
 
@@ -86,7 +87,9 @@ def upscale_crop_resize_taps(low: int, padded: int, valid: int, out: int) -> tup
     cols = first[:, None] + np.arange(int((last - first).max()) + 1)
     weights = np.take_along_axis(m, np.minimum(cols, m.shape[1] - 1), axis=1)
     weights[cols >= m.shape[1]] = 0.0
-    return first.astype(np.int32), weights
+    first = first.astype(np.int32)
+    first.flags.writeable = weights.flags.writeable = False  # cached: shared by every caller
+    return first, weights
 
 
 def apply_taps(x: jax.Array, first: np.ndarray, weights: np.ndarray, axis: int) -> jax.Array:
