@@ -76,11 +76,12 @@ def samjax_flops(model, image: np.ndarray, boxes: np.ndarray, amg_points: int) -
     padded = np.zeros((1, size, size, 3), np.uint8)
     embed = xla_flops(predictor_module._embed, pred._graphdef, pred._state, padded,
                       np.array(pred.input_size, np.int32))
+    embed += xla_flops(predictor_module._image_side, pred._graphdef, pred._state, pred.features)
 
     def prompts(b):
         bx = pred.transform.apply_boxes(boxes[:b], pred.original_size).astype(np.float32)
-        return xla_flops(predictor_module._predict, pred._graphdef, pred._state, pred.features, None, None, bx,
-                         np.ones(b, bool), None, multimask_output=b > 1, input_size=pred.input_size,
+        return xla_flops(predictor_module._predict, pred._graphdef, pred._state, pred.features, pred._side, None,
+                         None, bx, np.ones(b, bool), None, multimask_output=True, input_size=pred.input_size,
                          original_size=pred.original_size, return_logits=False)
 
     out = {"set_image": embed, "predict_one_box": prompts(1), "predict_64_boxes": prompts(64)}

@@ -44,7 +44,9 @@ def _masks_for_points(graphdef, state, features, coords, valid, crop_box, orig_b
     p = coords.shape[0]
     labels = jnp.ones((p, 1), jnp.int32)
     sparse, sparse_mask, dense = model.prompt_encoder((coords[:, None], labels), None, None)
-    low_res, iou = model.mask_decoder(features, model.prompt_encoder.get_dense_pe(), sparse, dense, True, sparse_mask)
+    image_pe = model.prompt_encoder.get_dense_pe()
+    side = model.mask_decoder.image_side(features, image_pe, dense[:1])  # once for all P prompts: no mask given
+    low_res, iou = model.mask_decoder(features, image_pe, sparse, dense, True, sparse_mask, side)
     logits = model.postprocess_masks(low_res.astype(jnp.float32), input_size, crop_size)
     logits, iou = logits.reshape(p * 3, *crop_size), iou.astype(jnp.float32).reshape(p * 3)
     keep = jnp.repeat(valid, 3)

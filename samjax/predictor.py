@@ -38,17 +38,28 @@ def _embed(graphdef, state, image, input_hw):
     return model.image_encoder(x)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _image_side(graphdef, state, features):
+    """The decoder's prompt-independent first projections of ``features (1, g, g, C)`` with no mask prompt."""
+    model = nnx.merge(graphdef, state)
+    pe = model.prompt_encoder
+    _, _, dense = pe(None, jnp.zeros((1, 4), jnp.float32), None)
+    return model.mask_decoder.image_side(features, pe.get_dense_pe(), dense)
+
+
 @functools.partial(
     jax.jit, static_argnames=("graphdef", "multimask_output", "input_size", "original_size", "return_logits")
 )
-def _predict(graphdef, state, features, coords, labels, boxes, box_mask, masks, *,
+def _predict(graphdef, state, features, side, coords, labels, boxes, box_mask, masks, *,
              multimask_output, input_size, original_size, return_logits):
-    """Prompt encoder, mask decoder and post-processing for a padded prompt batch."""
+    """Prompt encoder, mask decoder and post-processing for a padded prompt batch; ``side``
+    (:func:`_image_side`) stands in for the decoder's first image-side projections when no mask is given."""
     model = nnx.merge(graphdef, state)
     points = None if coords is None else (coords, labels)
     sparse, sparse_mask, dense = model.prompt_encoder(points, boxes, masks, box_mask)
     low_res, iou = model.mask_decoder(
-        features, model.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output, sparse_mask
+        features, model.prompt_encoder.get_dense_pe(), sparse, dense, multimask_output, sparse_mask,
+        side if masks is None else None,
     )
     low_res, iou = low_res.astype(jnp.float32), iou.astype(jnp.float32)  # fp32 out under bf16 compute
     full = model.postprocess_masks(low_res, input_size, original_size)
@@ -110,6 +121,7 @@ class SamPredictor:
         self.reset_image()
         self._state = nnx.state(self.model)
         self.features = embedding.features
+        self._side = _image_side(self._graphdef, self._state, self.features)
         self.original_size, self.input_size = embedding.original_size, embedding.input_size
         self.is_image_set = True
 
@@ -124,6 +136,7 @@ class SamPredictor:
         self.original_size = None
         self.input_size = None
         self._state = None
+        self._side = None
 
     def _require_image(self) -> None:
         if not self.is_image_set:
@@ -232,7 +245,7 @@ class SamPredictor:
             m[:b] = mask_input[:, 0]
             args["masks"] = m
         masks, iou, low_res = _predict(
-            self._graphdef, self._state, self.features, **args, multimask_output=bool(multimask_output),
+            self._graphdef, self._state, self.features, self._side, **args, multimask_output=bool(multimask_output),
             input_size=self.input_size, original_size=self.original_size, return_logits=bool(return_logits),
         )
         return np.asarray(masks[:b]), np.asarray(iou[:b]), np.asarray(low_res[:b])

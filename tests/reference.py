@@ -15,7 +15,6 @@ from samjax.build_sam import abstract_sam
 from samjax.model_spec import SamSpec
 from samjax.params import assign_params
 from samjax.weights import meta_sam
-from flax import nnx
 
 
 def meta_sam_model(spec: SamSpec, seed: int = 0) -> Sam:

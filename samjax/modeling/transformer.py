@@ -15,6 +15,8 @@ token-to-image attention output, each applied before the residual add (and the L
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -52,9 +54,12 @@ class Attention(nnx.Module):
 
     def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
         """``q (B, Nq, C)``, ``k, v (B, Nk, C)``, ``key_mask (B, Nk)`` -> ``(B, Nq, C)``."""
-        q = self._separate_heads(self.q_proj(q))
-        k = self._separate_heads(self.k_proj(k))
-        v = self._separate_heads(self.v_proj(v))
+        return self.attend(self.q_proj(q), self.k_proj(k), self.v_proj(v), key_mask)
+
+    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
+        """The attention of already projected ``q (B, Nq, C')``, ``k, v (B, Nk, C')``; a batch of 1 is shared."""
+        b = max(q.shape[0], k.shape[0])
+        q, k, v = (self._separate_heads(jnp.broadcast_to(x, (b, *x.shape[1:]))) for x in (q, k, v))
         logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) / jnp.sqrt(jnp.asarray(q.shape[-1], q.dtype))
         logits = logits.astype(jnp.float32)
         if key_mask is not None:
@@ -112,7 +117,9 @@ class TwoWayAttentionBlock(nnx.Module):
         query_pe: jax.Array,
         key_pe: jax.Array,
         token_mask: jax.Array | None = None,
+        image_side: ImageSide | None = None,
     ) -> tuple[jax.Array, jax.Array]:
+        """``image_side``: this block's prompt-independent projections of ``keys`` (:meth:`image_side`)."""
         if self.skip_first_layer_pe:
             queries = self._adapt(self.adapter_self_attn, self.self_attn(queries, queries, queries, token_mask))
         else:
@@ -120,13 +127,31 @@ class TwoWayAttentionBlock(nnx.Module):
             queries = queries + self._adapt(self.adapter_self_attn, self.self_attn(q, q, queries, token_mask))
         queries = self.norm1(queries)
 
-        q, k = queries + query_pe, keys + key_pe
-        queries = self.norm2(queries + self._adapt(self.adapter_cross_attn, self.cross_attn_token_to_image(q, k, keys)))
+        t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        side = image_side if image_side is not None else self.image_side(keys, key_pe)
+        attn = t2i.attend(t2i.q_proj(queries + query_pe), side.t2i_k, side.t2i_v)
+        queries = self.norm2(queries + self._adapt(self.adapter_cross_attn, attn))
         queries = self.norm3(queries + self.mlp(queries))
 
-        q, k = queries + query_pe, keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries, token_mask))
+        q = queries + query_pe
+        keys = self.norm4(keys + i2t.attend(side.i2t_q, i2t.k_proj(q), i2t.v_proj(queries), token_mask))
         return queries, keys
+
+    def image_side(self, keys: jax.Array, key_pe: jax.Array) -> ImageSide:
+        """The projections of the image tokens ``keys (B, Nk, C)`` made before they change in this block."""
+        k = keys + key_pe
+        t2i, i2t = self.cross_attn_token_to_image, self.cross_attn_image_to_token
+        return ImageSide(t2i.k_proj(k), t2i.v_proj(keys), i2t.q_proj(k))
+
+
+class ImageSide(NamedTuple):
+    """A block's image-token projections ``(B, Nk, C')``: the token-to-image keys and values, the
+    image-to-token queries. They depend on the image and the dense prompt only, so the first block's can
+    be computed once per image (``MaskDecoder.image_side``) and shared by every prompt without a mask."""
+
+    t2i_k: jax.Array
+    t2i_v: jax.Array
+    i2t_q: jax.Array
 
 
 class TwoWayTransformer(nnx.Module):
@@ -168,6 +193,7 @@ class TwoWayTransformer(nnx.Module):
         image_pe: jax.Array,
         point_embedding: jax.Array,
         token_mask: jax.Array | None = None,
+        image_side: ImageSide | None = None,
     ) -> tuple[jax.Array, jax.Array]:
         """Runs the transformer.
 
@@ -176,6 +202,7 @@ class TwoWayTransformer(nnx.Module):
           image_pe: ``(B, h, w, C)`` positional encoding of the grid.
           point_embedding: ``(B, N, C)`` tokens (output tokens then prompt tokens).
           token_mask: ``(B, N)`` bool, False for padding tokens.
+          image_side: the first block's image-side projections (:meth:`image_side`), batch 1 or B.
 
         Returns:
           processed tokens ``(B, N, C)`` and image tokens ``(B, h*w, C)``.
@@ -184,8 +211,13 @@ class TwoWayTransformer(nnx.Module):
         keys = image_embedding.reshape(b, h * w, c)
         key_pe = image_pe.reshape(image_pe.shape[0], h * w, c)
         queries = point_embedding
-        for layer in self.layers:
-            queries, keys = layer(queries, keys, point_embedding, key_pe, token_mask)
+        for i, layer in enumerate(self.layers):
+            queries, keys = layer(queries, keys, point_embedding, key_pe, token_mask, image_side if i == 0 else None)
         q, k = queries + point_embedding, keys + key_pe
         queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, k, keys))
         return queries, keys
+
+    def image_side(self, image_embedding: jax.Array, image_pe: jax.Array) -> ImageSide:
+        """The first block's image-side projections of ``image_embedding (B, h, w, C)`` (image + dense prompt)."""
+        b, h, w, c = image_embedding.shape
+        return self.layers[0].image_side(image_embedding.reshape(b, h * w, c), image_pe.reshape(-1, h * w, c))

@@ -81,7 +81,6 @@ def test_forward_passes_the_drop_path_key_to_the_encoder(models):
 
 def test_bfloat16_compute_keeps_fp32_params_and_outputs(models):
     """``dtype=bfloat16`` computes in bf16 over fp32 parameters; the predictor still returns fp32."""
-    from flax import nnx
 
     import samjax
     from reference import sample_image
@@ -100,3 +99,24 @@ def test_bfloat16_compute_keeps_fp32_params_and_outputs(models):
     (m32, iou32, lr32), (m16, iou16, lr16) = outputs
     assert m16.dtype == lr16.dtype == iou16.dtype == np.float32
     assert 1e-4 < rel_err(lr16, lr32) < 5e-2  # bf16 rounding, but the same prediction
+
+
+def test_decoder_image_side_computed_once_equals_per_prompt(models):
+    """The first block's image-side projections made once on the shared image (what the predictor keeps per
+    image and AMG shares over a batch of points) give the same masks as the decoder computing them per prompt."""
+    _, ours = models
+    rng = np.random.default_rng(4)
+    features = jnp.asarray(rng.normal(size=(1, 8, 8, 256)).astype(np.float32))
+    boxes = jnp.asarray([[10.0, 20.0, 90.0, 100.0], [0.0, 0.0, 127.0, 60.0], [40.0, 40.0, 50.0, 70.0]])
+    pe, decoder = ours.prompt_encoder, ours.mask_decoder
+    sparse, sparse_mask, dense = pe(None, boxes, None, jnp.ones((3,), bool))
+    ref_masks, ref_iou = decoder(features, pe.get_dense_pe(), sparse, dense, True, sparse_mask)
+    side = decoder.image_side(features, pe.get_dense_pe(), dense[:1])
+    assert [x.shape for x in side] == [(1, 64, 128)] * 3
+    masks, iou = decoder(features, pe.get_dense_pe(), sparse, dense, True, sparse_mask, side)
+    np.testing.assert_allclose(masks, ref_masks, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(iou, ref_iou, atol=1e-6, rtol=1e-5)
+    assert float(jnp.abs(masks[0] - masks[1]).max()) > 1e-2  # the prompts differ: nothing is shared by mistake
+    zeroed, _ = decoder(features, pe.get_dense_pe(), sparse, dense, True, sparse_mask,
+                        side._replace(t2i_v=side.t2i_v * 0))
+    assert float(jnp.abs(zeroed - masks).max()) > 1e-2  # and the given projections are the ones used

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import segment_anything
 import torch
-from flax import nnx
 
 import samjax
 from reference import meta_sam_model, state_dict_numpy

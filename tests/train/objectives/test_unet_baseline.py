@@ -4,7 +4,6 @@ evaluation's files from its class maps."""
 import json
 
 import jax
-import numpy as np
 import pytest
 
 from samjax import parallel
