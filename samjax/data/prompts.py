@@ -196,34 +196,32 @@ class SimulatePrompts(grain.transforms.RandomMap):
         }
 
 
-def euclidean_depth(region: jax.Array, rows_per_pass: int = 32) -> jax.Array:
+def euclidean_depth(region: jax.Array) -> jax.Array:
     """Squared Euclidean distance (int32) of each True pixel of bool ``(..., H, W)`` to the nearest False
     pixel, the pixels beyond the image border counting as False (1 on the outline, 0 outside): scipy's
     ``distance_transform_edt`` of the mask padded by one False pixel, squared, as RITM places clicks.
 
     Exact and separable: along each row the nearest False pixel on either side (running max / min of
-    indices), then along each column ``min_y' (g[y'] + (y - y')^2)``, ``rows_per_pass`` output rows at a
-    time (memory ``rows_per_pass * H * W`` per mask).
+    indices), then along each column ``min_y' (g[y'] + (y - y')^2)`` as one fused broadcast-and-reduce per
+    few masks (~16M elements at a time). In float32, which holds these integers exactly (< 2^24) and which
+    XLA's CPU reductions vectorize (5x the int32 form's speed: 8 ms for 32 masks of 128^2).
     """
     h, w = region.shape[-2:]
     x = jnp.arange(w, dtype=jnp.int32)
     left = jax.lax.cummax(jnp.where(region, -1, x), axis=region.ndim - 1)
     right = jax.lax.cummin(jnp.where(region, w, x), axis=region.ndim - 1, reverse=True)
-    row = jnp.minimum(x - left, right - x)  # 0 on False pixels
-    y = jnp.arange(h, dtype=jnp.int32)
+    row = jnp.minimum(x - left, right - x).astype(jnp.float32)  # 0 on False pixels
+    y = jnp.arange(h, dtype=jnp.float32)
+    offsets = (y[:, None] - y[None]) ** 2  # (H out, H in)
     border = jnp.minimum(y + 1, h - y) ** 2  # the False pixels above and below the image
 
-    def one(g):  # (H, W) squared row distances -> (H, W) squared distances
-        def rows(yy):
-            return jnp.min(g[None] + ((yy[:, None] - y[None]) ** 2)[..., None], axis=1)
-
-        blocks = jnp.pad(y, (0, -h % rows_per_pass)).reshape(-1, rows_per_pass)
-        out = jax.lax.map(rows, blocks).reshape(-1, w)[:h]
-        return jnp.minimum(out, border[:, None])
+    def column(g):  # (H, W) squared row distances -> (H, W) squared distances
+        return jnp.minimum(jnp.min(g[None] + offsets[:, :, None], axis=1), border[:, None])
 
     flat = (row ** 2).reshape((-1, h, w))
-    masks_per_pass = max(1, (1 << 23) // (rows_per_pass * h * w))  # vectorized in chunks of ~8M elements
-    return jax.lax.map(one, flat, batch_size=min(masks_per_pass, flat.shape[0])).reshape(region.shape) * region
+    per_pass = max(1, (1 << 24) // (h * h * w))
+    depth = jax.lax.map(column, flat, batch_size=min(per_pass, flat.shape[0]))
+    return depth.astype(jnp.int32).reshape(region.shape) * region
 
 
 def next_click(key: jax.Array, pred_masks, gt_masks, valid=None, scale: float = 1.0, mode: str = "uniform"):

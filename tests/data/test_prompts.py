@@ -86,7 +86,7 @@ def test_euclidean_depth_is_scipys_distance_transform():
     want = np.stack([ndimage.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1] ** 2 for m in masks])
     np.testing.assert_allclose(np.asarray(jax.jit(euclidean_depth)(masks)), want, atol=1e-9)
     assert want.max() >= 16  # deep enough that city-block and Euclidean disagree
-    many = rng.random((21, 128, 128)) > 0.3  # 128^2 masks go 16 at a time: a chunk and a remainder of 5
+    many = rng.random((21, 128, 128)) > 0.3  # 128^2 masks go 8 at a time: two chunks and a remainder of 5
     want = np.stack([ndimage.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1] ** 2 for m in many])
     np.testing.assert_allclose(np.asarray(jax.jit(euclidean_depth)(many)), want, atol=1e-9)
 
