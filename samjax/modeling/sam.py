@@ -12,7 +12,7 @@ from flax import nnx
 from samjax.modeling.image_encoder import ImageEncoderViT
 from samjax.modeling.mask_decoder import MaskDecoder
 from samjax.modeling.prompt_encoder import PromptEncoder
-from samjax.utils.resize import apply_taps, upscale_crop_resize_taps
+from samjax.utils.resize import apply_taps, upscale_crop_resize_matrix, upscale_crop_resize_taps
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -62,15 +62,23 @@ class Sam(nnx.Module):
         return jnp.pad(x, ((0, 0), (0, self.img_size - h), (0, self.img_size - w), (0, 0)))
 
     def postprocess_masks(
-        self, masks: jax.Array, input_size: tuple[int, int], original_size: tuple[int, int]
+        self, masks: jax.Array, input_size: tuple[int, int], original_size: tuple[int, int], dense: bool = False
     ) -> jax.Array:
         """Upscales low-resolution mask logits ``(B, M, h, w)`` to ``(B, M, *original_size)``.
 
         As Meta: bilinear to the padded input size, crop the padding, bilinear to the original size;
         the three steps are composed into one banded weight matrix per axis, applied as its few taps a row
-        (``resize.upscale_crop_resize_taps``).
+        (``resize.upscale_crop_resize_taps``), or with ``dense`` as two matrix products (the same weights):
+        faster where reductions over the result follow in the same program, as AMG's filters (a 64-point
+        ViT-B AMG call at 800x600 with its set_image: 10.9 s against 21.1 with the taps).
         """
         h, w = masks.shape[-2:]
+        if dense:
+            hi = jax.lax.Precision.HIGHEST
+            mh = upscale_crop_resize_matrix(h, self.img_size, input_size[0], original_size[0])
+            mw = upscale_crop_resize_matrix(w, self.img_size, input_size[1], original_size[1])
+            masks = jnp.matmul(jnp.asarray(mh, masks.dtype), masks, precision=hi)
+            return jnp.matmul(masks, jnp.asarray(mw.T, masks.dtype), precision=hi)
         masks = apply_taps(masks, *upscale_crop_resize_taps(h, self.img_size, input_size[0], original_size[0]), -2)
         return apply_taps(masks, *upscale_crop_resize_taps(w, self.img_size, input_size[1], original_size[1]), -1)
 

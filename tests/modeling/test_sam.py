@@ -35,9 +35,10 @@ def test_postprocess_matches_meta(models, original_size):
     scale = 128 / max(original_size)
     input_size = (int(original_size[0] * scale + 0.5), int(original_size[1] * scale + 0.5))
     ref = meta.postprocess_masks(torch.from_numpy(low_res), input_size, original_size).numpy()
-    got = np.asarray(ours.postprocess_masks(jnp.asarray(low_res), input_size, original_size))
-    assert got.shape == (2, 3, *original_size)
-    np.testing.assert_allclose(got, ref, atol=1e-5)
+    for dense in (False, True):  # the banded taps (predictor) and the two matrix products (AMG)
+        got = np.asarray(ours.postprocess_masks(jnp.asarray(low_res), input_size, original_size, dense=dense))
+        assert got.shape == (2, 3, *original_size)
+        np.testing.assert_allclose(got, ref, atol=1e-5)
 
 
 def test_forward_matches_meta(models):
