@@ -26,6 +26,11 @@ then 5 corrections; DSC, NSD, DSC_AUC, NSD_AUC; ``samjax/evaluation/box_correcti
 ``OUTPUT/box_corrections``. A bad value ends in one line naming it.
 """
 
+if __name__ == "__main__":  # before JAX loads: transparent huge pages (samjax.utils.huge_pages)
+    from samjax.utils import huge_pages
+
+    huge_pages.reexec()
+
 import os
 
 from absl import app, flags, logging

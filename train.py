@@ -12,6 +12,11 @@ one process per host: JAX detects TPU pods, SLURM and Open MPI; elsewhere pass
 checkpoint ends the command with one line naming it (exit code 1), before anything is built.
 """
 
+if __name__ == "__main__":  # before JAX loads: transparent huge pages (samjax.utils.huge_pages)
+    from samjax.utils import huge_pages
+
+    huge_pages.reexec()
+
 import os
 
 from absl import app, flags, logging

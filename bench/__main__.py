@@ -14,6 +14,11 @@ fails is reported and the others still run; the exit status says whether all suc
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before JAX loads: transparent huge pages (samjax.utils.huge_pages)
+    from samjax.utils import huge_pages
+
+    huge_pages.reexec()
+
 import argparse
 import datetime
 import json
@@ -33,6 +38,7 @@ SUITES: dict[str, dict[str, str]] = {
         "train_step": "bench/train_step.py --model-type vit_b --image-size 256 --batch 2 --steps 5",
         "train_step_vit_t": "bench/train_step.py --model-type vit_t --image-size 1024 --batch 1 --steps 3",
         "train_profile": "bench/train_profile.py --model-type vit_b --image-size 256 --batch 2",
+        "interactive_step": "bench/interactive_step.py --steps 24",
         "attention_profile": "bench/attention_profile.py --model-type vit_b --image-size 1024 --repeats 3",
         "step_memory_vit_h": "bench/step_memory.py --model-type vit_h --image-size 1024 --devices 8 --fsdp 8 "
                              "--per-device-batch 2 --remat --grid",

@@ -25,6 +25,11 @@ pipeline works, not what SAM sees: pass Meta's ``.pth`` or a converted folder fo
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before JAX loads: transparent huge pages (samjax.utils.huge_pages)
+    from samjax.utils import huge_pages
+
+    huge_pages.reexec()
+
 import argparse
 import sys
 import time

@@ -22,6 +22,11 @@ and ``study.png`` (mean Dice per row).
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before JAX loads: transparent huge pages (samjax.utils.huge_pages)
+    from samjax.utils import huge_pages
+
+    huge_pages.reexec()
+
 import argparse
 import csv
 import dataclasses

@@ -16,6 +16,13 @@ from train_runs import INTERACTIVE, losses, run, train_command, xla_flags  # noq
 
 os.environ["XLA_FLAGS"] = xla_flags()  # compiled fast: see train_runs.FAST_COMPILE
 
+# Transparent huge pages for XLA's temporary buffers (samjax.utils.huge_pages), as the commands re-execute with:
+# glibc reads the tunable at a process's start, so the xdist workers and the commands the tests start get it.
+from samjax.utils import huge_pages  # noqa: E402
+
+if huge_pages.needed():
+    os.environ["GLIBC_TUNABLES"] = huge_pages.environment()["GLIBC_TUNABLES"]
+
 
 def _own_cpus() -> None:
     """Each xdist worker (and what it starts) gets its share of the CPUs: XLA and PyTorch size their thread

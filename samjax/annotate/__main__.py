@@ -19,6 +19,11 @@ then reaches the network) or with ``--token``, every request needs the random to
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # before JAX loads: transparent huge pages (samjax.utils.huge_pages)
+    from samjax.utils import huge_pages
+
+    huge_pages.reexec()
+
 import argparse
 import os
 import sys

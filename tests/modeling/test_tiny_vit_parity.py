@@ -15,6 +15,7 @@ from mobile_sam import SamPredictor as MobileSamPredictor
 from mobile_sam import sam_model_registry as mobile_sam_registry
 
 import samjax
+import samjax.params
 from reference import TOL, assert_same_prediction, randomize_, rel_err, sample_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
