@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
-from _shared import limit_gflops, load_config, xla_flops  # noqa: E402
+from _shared import limit_gflops, load_config  # noqa: E402
 from samjax.data import pipeline  # noqa: E402
 from samjax.train import trainer  # noqa: E402
 
@@ -52,13 +52,14 @@ def main(argv=None) -> dict:
     keys = objective.train_keys(cfg)
     state, frozen = trainable.init_state(), trainable.frozen()
     batches = [trainer._device_batch(next(stream), keys, mesh) for _ in range(8)]
-    flops = xla_flops(trainable.step_fn, state, frozen, batches[0])
+    step = trainable.step_fn.lower(state, frozen, batches[0]).compile()  # one program: timed and counted
+    flops = float((step.cost_analysis() or {}).get("flops", 0.0))
     for batch in batches[:4]:
-        state, metrics = trainable.step_fn(state, frozen, batch)
+        state, metrics = step(state, frozen, batch)
     jax.block_until_ready(metrics)
     before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     for i in range(args.steps):
-        state, metrics = trainable.step_fn(state, frozen, batches[i % len(batches)])
+        state, metrics = step(state, frozen, batches[i % len(batches)])
     jax.block_until_ready(metrics)
     seconds = (time.perf_counter() - start) / args.steps
     after = resource.getrusage(resource.RUSAGE_SELF)
